@@ -1,0 +1,3 @@
+from nantrap.cli import main
+
+raise SystemExit(main())

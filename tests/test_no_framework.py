@@ -1,0 +1,41 @@
+"""The core imports, and the CLI starts, with no ML framework importable."""
+
+import subprocess
+import sys
+
+from tests.conftest import SRC
+
+BLOCK = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'torch', 'tensorflow', 'keras', 'onnx', 'onnxruntime',
+                                  'jax', 'lightning', 'pytorch_lightning', 'transformers'}:
+            raise ImportError(f'{name} is blocked in this test')
+sys.meta_path.insert(0, Block())
+"""
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK + code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+
+
+def test_import_nantrap_without_frameworks():
+    out = _run(
+        "import nantrap, nantrap.ops, nantrap.traps, nantrap.findings, nantrap.floats\n"
+        "print(len(list(nantrap.all_traps())))"
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) > 20
+
+
+def test_cli_help_without_frameworks():
+    for command in (["--help"], ["traps"], ["explain", "NT101"]):
+        out = _run(f"from nantrap.cli import main\nraise SystemExit(main({command!r}))")
+        assert out.returncode == 0, (command, out.stderr)
