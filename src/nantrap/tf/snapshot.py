@@ -49,12 +49,12 @@ class VariableState:
             raise ConfigError(
                 f"snapshot does not match the model: missing {missing[:5]}, unknown {extra[:5]}"
             )
-        for v, name, value in zip(self.variables, names, values):
+        for v, name, value in zip(self.variables, names, values, strict=True):
             if tuple(v.shape) != tuple(np.shape(value)):
                 raise ConfigError(
                     f"snapshot of {name} has shape {np.shape(value)}, the variable {v.shape}"
                 )
-        for v, value in zip(self.variables, values):
+        for v, value in zip(self.variables, values, strict=True):
             v.assign(value)
 
     @staticmethod
@@ -62,14 +62,14 @@ class VariableState:
         """Bit-for-bit equality of two captured states (NaN payloads included)."""
         return a["names"] == b["names"] and all(
             x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
-            for x, y in zip(a["values"], b["values"])
+            for x, y in zip(a["values"], b["values"], strict=True)
         )
 
     def differing(self, a: dict[str, Any], b: dict[str, Any]) -> Sequence[str]:
         """Names of the variables whose bits differ between two captured states."""
         return [
             n
-            for n, x, y in zip(a["names"], a["values"], b["values"])
+            for n, x, y in zip(a["names"], a["values"], b["values"], strict=True)
             if x.tobytes() != y.tobytes()
         ]
 

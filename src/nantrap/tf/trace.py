@@ -422,6 +422,9 @@ def _is_optimizer(obj: Any) -> bool:
     return isinstance(obj, keras.optimizers.Optimizer)
 
 
+_LAYER_CALL = os.path.join("keras", "src", "layers", "layer.py")
+
+
 class _FrameFilter:
     """Tells the user's frames from those of TensorFlow, Keras, the stdlib and nantrap."""
 
@@ -450,9 +453,16 @@ class _FrameFilter:
         return hit
 
     def user_frame(self, frame: Any, stop: Any) -> tuple[str | None, int | None]:
-        """The innermost user frame between ``frame`` and ``stop`` (exclusive)."""
+        """The innermost user frame between ``frame`` and ``stop`` (exclusive).
+
+        An op inside a built-in Keras layer has no line of its own: the search stops at the
+        layer's ``__call__`` rather than blame the line that called the whole model.
+        """
         while frame is not None and frame is not stop:
-            if self.is_user(frame.f_code.co_filename):
-                return frame.f_code.co_filename, frame.f_lineno
+            code = frame.f_code
+            if self.is_user(code.co_filename):
+                return code.co_filename, frame.f_lineno
+            if code.co_name == "__call__" and code.co_filename.endswith(_LAYER_CALL):
+                return None, None
             frame = frame.f_back
         return None, None
