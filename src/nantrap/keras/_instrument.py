@@ -23,7 +23,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from nantrap.tf.probe import Probe
+from nantrap.tf.probe import OptimizerPatch, Probe
 
 __all__ = ["Instrument"]
 
@@ -38,6 +38,7 @@ class Instrument:
         self.optimizer = model.optimizer
         self.gate = gate
         self.probe = Probe()
+        self.patch = OptimizerPatch(model.optimizer, self.probe, gate=gate, loss=lambda: self._loss)
         self.last_batch: Any = None
         self.has_loss = False
         self._loss: Any = None
@@ -51,12 +52,10 @@ class Instrument:
 
     # install / uninstall ------------------------------------------------------------
     def install(self) -> Instrument:
-        model, opt = self.model, self.optimizer
-        if not opt.built:
-            opt.build(model.trainable_variables)
+        model = self.model
+        self.patch.install(model.trainable_variables)
         object.__setattr__(model, "train_step", self._train_step)
         object.__setattr__(model, "compute_loss", self._compute_loss(model.compute_loss))
-        object.__setattr__(opt, "apply", self._apply(opt.apply))
         self._installed = True
         self.rebuild()
         return self
@@ -74,21 +73,19 @@ class Instrument:
         self._installed = False
         for name in _PATCHED:
             vars(self.model).pop(name, None)
-        vars(self.optimizer).pop("apply", None)
+        self.patch.uninstall()
         self.model.train_function = None  # the next fit compiles an unpatched step
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """The model and optimizer as the user made them (for an eager replay)."""
         saved = {n: vars(self.model).pop(n) for n in _PATCHED if n in vars(self.model)}
-        apply = vars(self.optimizer).pop("apply", None)
         try:
-            yield
+            with self.patch.paused():
+                yield
         finally:
             for name, fn in saved.items():
                 object.__setattr__(self.model, name, fn)
-            if apply is not None:
-                object.__setattr__(self.optimizer, "apply", apply)
 
     def restore_seeds(self) -> None:
         """Put the seed generators back to where they were before the last step."""
@@ -109,9 +106,9 @@ class Instrument:
             prev.assign(v)
         before = [tf.identity(v) for v in self.metric_vars]
         self._loss = None
-        self._applied = None
+        self.patch.applied = None
         logs = type(self.model).train_step(self.model, data)
-        applied = self._applied
+        applied = self.patch.applied
         if applied is None or not self.metric_vars:
             return logs
 
@@ -134,27 +131,6 @@ class Instrument:
             self._loss = loss
             self.has_loss = True
             return loss
-
-        return wrapped
-
-    def _apply(self, apply: Any) -> Any:
-        def wrapped(grads: Any, trainable_variables: Any = None) -> Any:
-            grads = list(grads)
-            variables = (
-                list(trainable_variables)
-                if trainable_variables is not None
-                else list(self.optimizer._trainable_variables)
-            )
-            scale = getattr(self.optimizer, "dynamic_scale", None)
-            self._applied = self.probe.guarded_apply(
-                lambda: apply(grads, trainable_variables),
-                grads,
-                variables,
-                loss=self._loss,
-                gate=self.gate,
-                loss_scale=scale,
-            )
-            return self._applied
 
         return wrapped
 

@@ -9,15 +9,16 @@ scanned.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["FIELDS", "Probe", "ProbeReading", "sum_squares"]
+__all__ = ["FIELDS", "OptimizerPatch", "Probe", "ProbeReading", "sum_squares"]
 
 FIELDS = ("loss", "grad_norm", "param_norm", "applied", "loss_scale", "steps")
 
@@ -116,3 +117,69 @@ class Probe:
         """Losses above ``value`` are gated like non-finite ones (``inf``: off)."""
         if float(self.ceiling.numpy()) != value:
             self.ceiling.assign(value)
+
+
+class OptimizerPatch:
+    """Routes a Keras optimizer's ``apply`` (hence ``apply_gradients``) through
+    :meth:`Probe.guarded_apply`, on this optimizer instance only, until ``uninstall``.
+
+    ``loss`` returns the step's loss tensor while the step is traced (or None).
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        probe: Probe,
+        *,
+        gate: bool = True,
+        loss: Callable[[], Any] | None = None,
+    ):
+        self.optimizer = optimizer
+        self.probe = probe
+        self.gate = gate
+        self.loss = loss or (lambda: None)
+        self.applied: Any = None  # the last traced "applied" flag
+        self._original: Any = None
+
+    @property
+    def installed(self) -> bool:
+        return "apply" in vars(self.optimizer)
+
+    def install(self, variables: Sequence[Any] = ()) -> None:
+        """Patch ``apply``; build the optimizer first (its slots cannot be created inside
+        the gate's ``tf.cond``)."""
+        if not self.optimizer.built:
+            self.optimizer.build(list(variables))
+        self._original = self.optimizer.apply
+        object.__setattr__(self.optimizer, "apply", self._apply)
+
+    def uninstall(self) -> None:
+        vars(self.optimizer).pop("apply", None)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The optimizer as the user made it (for an eager replay)."""
+        patched = vars(self.optimizer).pop("apply", None)
+        try:
+            yield
+        finally:
+            if patched is not None:
+                object.__setattr__(self.optimizer, "apply", patched)
+
+    def _apply(self, grads: Any, trainable_variables: Any = None) -> Any:
+        grads = list(grads)
+        variables = (
+            list(trainable_variables)
+            if trainable_variables is not None
+            else list(self.optimizer._trainable_variables)
+        )
+        original = self._original
+        self.applied = self.probe.guarded_apply(
+            lambda: original(grads, trainable_variables),
+            grads,
+            variables,
+            loss=self.loss(),
+            gate=self.gate,
+            loss_scale=getattr(self.optimizer, "dynamic_scale", None),
+        )
+        return self.applied
