@@ -27,10 +27,10 @@ import tensorflow as tf
 from nantrap.errors import ConfigError
 from nantrap.findings import Diagnosis, Phase
 from nantrap.guard.config import GuardConfig
-from nantrap.guard.divergence import divergence_evidence
 from nantrap.guard.engine import GuardEngine, Observation, Problem
 from nantrap.guard.history import Spike
 from nantrap.guard.policy import Action, Decision
+from nantrap.tf._health import worth_snapshot
 from nantrap.tf.early_warnings import early_warnings, layer_ranges
 from nantrap.tf.localize import explain
 from nantrap.tf.probe import OptimizerPatch, Probe, ProbeReading
@@ -90,6 +90,7 @@ class TFGuard:
         self._step_time = math.nan
         self._last_end = math.nan
         self._muted = False
+        self._in_spike = False
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -146,6 +147,7 @@ class TFGuard:
                 return None
             self._muted = False
         if problem is None and not corrupt_after:
+            self._in_spike = False
             self._clean_step(obs, reading.param_norm, elapsed, replay, inputs)
             return None
         if isinstance(problem, Spike):
@@ -168,11 +170,15 @@ class TFGuard:
         ranges = self._early_warnings(engine.step, replay, inputs)
         engine.after_update(obs, ranges=ranges or None)
         self._param_norm = param_norm
-        if engine.snapshot_due() and self._healthy():
+        if engine.snapshot_due() and worth_snapshot(engine.history):
             engine.take_snapshot(self.state.capture())
 
     def _spike(self, spike: Spike, obs: Observation, reading: ProbeReading) -> Decision | None:
-        decision = self.engine.handle_spike(spike)
+        if self._in_spike and self.config.on_spike == "warn":
+            decision = None  # one warning per run of consecutive spikes
+        else:
+            decision = self.engine.handle_spike(spike)
+        self._in_spike = True
         if decision is None:
             if reading.applied:
                 self.engine.after_update(obs)
@@ -273,14 +279,6 @@ class TFGuard:
             ]
             self._ratio_norm = math.sqrt(sum(float(np.sum(a**2)) for a in self._ratio_ref))
         return ratio
-
-    def _healthy(self) -> bool:
-        """Whether the state is worth a snapshot: not in the middle of a blow-up (loss well
-        above its recent minimum while the gradient norm grows), so a rollback after a
-        divergence lands before it started."""
-        ev = divergence_evidence(self.engine.history, None)
-        loss_up = ev.get("loss_last", 0.0) > 1.5 * max(ev.get("loss_min", math.inf), 1e-12)
-        return not (loss_up and ev.get("grad_norm_growth", 0.0) >= 10.0)
 
     def ceiling(self) -> float:
         """The loss above which a step is a spike (``inf`` before the warm-up is over)."""
