@@ -82,10 +82,10 @@ def _saturation(ev: OpEvent, step: int, threshold: float) -> Diagnosis | None:
     name = ev.op.lower()
     where = _where(name, ev)
     x = ev.input_stats(0)
+    counts = " and ".join(f"exactly {bound:g} in {n}" for bound, n in ((lo, n_lo), (hi, n_hi)) if n)
     message = (
-        f"{where} outputs exactly {lo:g} in {n_lo} and exactly {hi:g} in {n_hi} of {numel} "
-        f"elements ({share:.1%}): no gradient flows through them, and log of them is -inf "
-        f"(its inputs reach [{x.min:.4g}, {x.max:.4g}])"
+        f"{where} outputs {counts} of {numel} elements ({share:.1%}): no gradient flows "
+        f"through them, and log of them is -inf (its inputs reach [{x.min:.4g}, {x.max:.4g}])"
     )
     fix = (
         "keep the logits and use a loss that takes logits (from_logits=True, "
@@ -170,13 +170,21 @@ def _clip_trap(trace: OpTrace, ev: OpEvent, step: int, threshold: float) -> Diag
             "above": above,
             "numel": int(x.size),
             "into_log": into_log,
+            "clip_ops": ev.op if inner is None else f"{inner.op}+{ev.op}",
         },
         fix,
+        neutral="clip",
     )
 
 
 def _warning(
-    code: str, message: str, ev: OpEvent, step: int, evidence: dict[str, Any], fix: str
+    code: str,
+    message: str,
+    ev: OpEvent,
+    step: int,
+    evidence: dict[str, Any],
+    fix: str,
+    neutral: str | None = None,
 ) -> Diagnosis:
     if ev.layer_index:
         evidence["layer"] = ev.layer_index
@@ -189,7 +197,7 @@ def _warning(
             source_line=ev.source_line,
             module=ev.module,
             op=ev.op,
-            neutral_op=ev.neutral_op,
+            neutral_op=neutral or ev.neutral_op,
             phase=Phase.FORWARD,
             step=step,
         ),
