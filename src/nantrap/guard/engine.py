@@ -116,6 +116,7 @@ class GuardEngine:
         self.initial_loss_scale: float | None = None
         self._scale_warned = False
         self._last_restored = -1
+        self.ended = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -133,6 +134,7 @@ class GuardEngine:
     def end(self, status: str | None = None) -> None:
         if status is None:
             status = "stopped" if self.stopped else "ok"
+        self.ended = True
         self.log.end(self.step, status)
 
     # -- per step ----------------------------------------------------------------------
@@ -259,17 +261,30 @@ class GuardEngine:
             return localized
         return unlocalized(self.step, what, reason or "no trace available", phase=phase)
 
-    def act(self, diagnosis: Diagnosis, *, state_corrupt: bool = False) -> Decision:
+    def act(
+        self,
+        diagnosis: Diagnosis,
+        *,
+        state_corrupt: bool = False,
+        obs: Observation | None = None,
+    ) -> Decision:
         """Decide by policy, restore state on rollback/stop, record; raises under ``raise``.
 
         ``state_corrupt``: the weights are already non-finite (skip cannot help); snapshots
-        taken at this step are dropped as unverified.
+        taken at this step are dropped as unverified. ``obs``: the step's measurements,
+        written as its step record.
         """
         step = self.step
         self.incidents += 1
         if state_corrupt:
             self.ring.discard_after(step - 1)
-        decision = self.policy.decide(state_corrupt=state_corrupt, can_rollback=len(self.ring) > 0)
+        decision = self.policy.decide(
+            state_corrupt=state_corrupt,
+            can_rollback=len(self.ring) > 0,
+            bad_data=diagnosis.category is Category.BAD_DATA and diagnosis.code == "NT401",
+        )
+        if obs is not None:
+            self.record_step(obs)
         lr_before = self.lr()
         to_step = None
         if decision.action in (Action.ROLLBACK, Action.STOP) and len(self.ring):
@@ -281,6 +296,8 @@ class GuardEngine:
             self._last_restored = snap.step
         if decision.action is Action.STOP:
             self.stopped = True
+        if decision.action is Action.SKIP:
+            self.step += 1
         diagnosis = dataclasses.replace(diagnosis, action=decision.action.past)
         self.diagnoses.append(diagnosis)
         self.log.diagnosis(diagnosis)
@@ -310,6 +327,7 @@ class GuardEngine:
             diagnosis = dataclasses.replace(diagnosis, action=Action.SKIP.past)
             self.warn(diagnosis)
             self.log.action(self.step, Action.SKIP, detail="loss spike (on_spike='skip')")
+            self.step += 1
             return Decision(Action.SKIP, detail="loss spike")
         self.warn(diagnosis)
         return None
