@@ -234,10 +234,12 @@ class GuardEngine:
             trigger=what,
             force=force_divergence,
         )
+        # a localized op error is only put down to divergence when the history is clear
         if div is not None and (
             localized is None
             or force_divergence
-            or localized.category in (Category.OVERFLOW, Category.DOMAIN, Category.COVERAGE)
+            or localized.category in (Category.OVERFLOW, Category.COVERAGE)
+            or (localized.category is Category.DOMAIN and len(div.evidence["signals"]) >= 2)
         ):
             if localized is not None:
                 loc = dataclasses.replace(
