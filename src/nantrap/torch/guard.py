@@ -107,8 +107,13 @@ def _zero_grad(self: Any, set_to_none: bool = True) -> None:
 
 def _reduce_ex(self: Any, protocol: int) -> Any:
     """Pickle / deepcopy as the plain optimizer class (the guard is not copied)."""
-    reduced = object.__reduce_ex__(self, protocol)
-    return (reduced[0], (type(self).__mro__[1], *reduced[1][1:]), *reduced[2:])
+    return (_plain_optimizer, (type(self).__mro__[1], self.__getstate__()))
+
+
+def _plain_optimizer(cls: type, state: dict[str, Any]) -> torch.optim.Optimizer:
+    optimizer = cls.__new__(cls)
+    optimizer.__setstate__(state)
+    return optimizer
 
 
 @functools.cache
