@@ -76,7 +76,7 @@ def test_pickle_and_deepcopy_give_the_plain_optimizer():
 
 def test_bad_arguments_are_config_errors():
     model = Net()
-    with pytest.raises(ConfigError, match="torch.optim.Optimizer"):
+    with pytest.raises(ConfigError, match=r"torch\.optim\.Optimizer"):
         nt.guard(model, model)
     opt = nt.guard(torch.optim.SGD(model.parameters(), lr=0.1), model)
     with pytest.raises(ConfigError, match="already guarded"):
