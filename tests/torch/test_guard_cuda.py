@@ -2,6 +2,7 @@
 optimizer state and the CUDA RNG, and GradScaler fp16 semantics. Skipped without a GPU."""
 
 import math
+import statistics
 import warnings
 
 import pytest
@@ -50,9 +51,11 @@ def test_a_clean_guarded_step_syncs_the_host_once():
     for x, y in data[:3]:  # warm-up (lazy state, the initial snapshot)
         _step(model, opt, x, y)
         _step(plain_model, plain, x, y)
-    base = [_syncs(lambda x=x, y=y: _step(plain_model, plain, x, y)) for x, y in data[3:9]]
-    guarded = [_syncs(lambda x=x, y=y: _step(model, opt, x, y)) for x, y in data[3:9]]
-    assert [g - b for g, b in zip(guarded, base, strict=True)] == [1] * 6
+    base = [_syncs(lambda x=x, y=y: _step(plain_model, plain, x, y)) for x, y in data[3:12]]
+    guarded = [_syncs(lambda x=x, y=y: _step(model, opt, x, y)) for x, y in data[3:12]]
+    # the plain loop itself syncs now and then (allocator, cuDNN); the guard adds one fetch
+    assert statistics.median(guarded) == statistics.median(base) + 1, (guarded, base)
+    assert max(guarded) <= max(base) + 1, (guarded, base)
 
 
 def test_rollback_on_cuda_is_bit_exact_including_the_cuda_rng():
@@ -69,7 +72,8 @@ def test_rollback_on_cuda_is_bit_exact_including_the_cuda_rng():
     assert opt.diagnoses[-1].action == "rolled-back" and opt.guard.step_count == 2
     assert same(state(model, opt), at_snapshot)
     assert torch.equal(torch.cuda.get_rng_state(), rng)
-    assert all(t.is_cuda for t in state(model, opt))
+    assert all(p.is_cuda for p in model.parameters())
+    assert all(v.is_cuda for s in opt.state.values() for k, v in s.items() if k != "step")
 
 
 def test_fused_adamw_with_gradscaler_fp16():
