@@ -40,3 +40,11 @@ def test_state_dict_round_trip():
     copy.load_state_dict(policy.state_dict())
     assert copy.state_dict() == policy.state_dict()
     assert copy.policy is Action.ROLLBACK and copy.lr_scale == 0.3 and copy.retries == 1
+
+
+def test_rollback_skips_bad_data_without_touching_the_lr():
+    policy = Policy("rollback")
+    decision = policy.decide(bad_data=True)
+    assert decision.action is Action.SKIP and "bad data" in decision.detail
+    assert policy.lr_scale == 1.0 and policy.retries == 0
+    assert Policy("rollback").decide(bad_data=True, state_corrupt=True).action is Action.ROLLBACK

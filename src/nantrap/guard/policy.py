@@ -58,8 +58,17 @@ class Policy:
         self.lr_scale = 1.0  # product of every decay applied so far
         self.rollbacks = 0  # total over the run
 
-    def decide(self, *, state_corrupt: bool = False, can_rollback: bool = True) -> Decision:
+    def decide(
+        self, *, state_corrupt: bool = False, can_rollback: bool = True, bad_data: bool = False
+    ) -> Decision:
+        """``bad_data``: the incident was caused by the batch, not the weights or the LR:
+        ``rollback`` then skips the batch instead (nothing to undo, no LR to lower)."""
         action = self.policy
+        if action is Action.ROLLBACK and bad_data and not state_corrupt:
+            return Decision(
+                Action.SKIP,
+                detail="bad data: the batch was skipped (no rollback or LR change needed)",
+            )
         if action is Action.SKIP and state_corrupt:
             action = Action.ROLLBACK if can_rollback else Action.STOP
             if action is Action.STOP:
