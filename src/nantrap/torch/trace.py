@@ -95,24 +95,39 @@ def _allocation(call: OpCall) -> None:
 
 
 @op_handler(
-    aten.scalar_tensor, aten.full, aten.full_like, aten.new_full, aten.fill, aten.masked_fill
+    aten.scalar_tensor,
+    aten.full,
+    aten.full_like,
+    aten.new_full,
+    aten.fill,
+    aten.fill_,
+    aten.masked_fill,
+    aten.masked_fill_,
+    aten.index_put,
+    aten.index_put_,
 )
 def _constant(call: OpCall) -> None:
     """A non-finite scalar written on purpose (attention masks use -inf) is not an incident."""
     scalars = [a for a in tree_leaves((call.args, call.kwargs)) if isinstance(a, (int, float))]
     if any(isinstance(s, float) and not math.isfinite(s) for s in scalars):
         call.intentional = True
-    if call.func.overloadpacket is aten.fill:
+    if call.func.overloadpacket in (aten.fill, aten.fill_):
         call.overwrites = frozenset({0})
 
 
 @op_handler(
     aten.bernoulli,
+    aten.bernoulli_,
     aten.uniform,
+    aten.uniform_,
     aten.normal,
+    aten.normal_,
     aten.random,
+    aten.random_,
     aten.exponential,
+    aten.exponential_,
     aten.zero,
+    aten.zero_,
     aten.zeros_like,
     aten.ones_like,
     aten.rand_like,
@@ -516,15 +531,23 @@ class OpTrace:
             not bad_in
             or (any(s.nan for s in out_summaries) and not any(ev.inputs[i].nan for i in bad_in))
         )
-        leaf_bad = any(e.event is None and not e.summary.finite for e in entries)
+        # NB: in backward, a bad leaf was already caught where it entered the forward
+        leaf_bad = node is None and any(e.event is None and not e.summary.finite for e in entries)
         if call.full_stats or suspicious or leaf_bad or error is not None:
+            # NB: an in-place op's first argument now holds its output, not its input
+            mutated = {0} if _inplace(func) else set()
             ev.full_inputs = tuple(
-                None if i in call.overwrites else tensor_stats(t) for i, t in enumerate(tensors)
+                None if i in call.overwrites or i in mutated else tensor_stats(t)
+                for i, t in enumerate(tensors)
             )
             ev.full_outputs = tuple(tensor_stats(o) for o in outs)
         self.events.append(ev)
+        alias = str(func).split(".")[1] in _ALIASES
         for o, s in zip(outs, out_summaries, strict=True):
-            self._tensors[_key(o)] = _Entry(index, s)
+            key = _key(o)
+            if alias and key in self._tensors:
+                continue  # NB: same data, same view (autograd's detach to save a result)
+            self._tensors[key] = _Entry(index, s)
             if node is None and o.is_floating_point():
                 self._pending.append((weakref.ref(o), index, 0))
 
@@ -560,6 +583,10 @@ def _key(t: torch.Tensor) -> tuple:
     if t.numel() == 0:
         return ("empty", id(t))
     return (t.device.type, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
+def _inplace(func: Any) -> bool:
+    return str(func).split(".")[1].endswith("_")
 
 
 def _neutral(func: Any) -> str | None:
