@@ -1,10 +1,10 @@
 """How long localization and early warnings take, relative to a plain training step.
 
-Prints ratios against the plain step measured in the same process, rounds interleaved
-(this machine is noisy): ``localize`` on a clean step and on a faulty one (NaN in the
-batch), ``EarlyWarnings`` on a sampled and on an unsampled step. Workloads as in issue 2:
-W1 small CNN (32x32x3, batch 64, SGD), W2 small transformer LM (2 layers, d_model 128,
-seq 64, batch 16, AdamW, dropout 0.1).
+Prints CPU-time ratios against the plain step measured in the same process, rounds
+interleaved (this machine is shared and noisy): ``localize`` on a clean step and on a
+faulty one (NaN in the batch), ``EarlyWarnings`` on a sampled and on an unsampled step.
+Workloads as in issue 2: W1 small CNN (32x32x3, batch 64, SGD), W2 small transformer LM
+(2 layers, d_model 128, seq 64, batch 16, AdamW, dropout 0.1).
 
     python bench/localize_cost.py [--rounds 7]
 """
@@ -65,9 +65,11 @@ def workloads():
 
 
 def timed(fn) -> float:
-    t = time.perf_counter()
+    """CPU seconds of this process (all threads): robust to other processes on a shared
+    2-core machine, where wall time mostly measures the neighbours."""
+    t = time.process_time()
     fn()
-    return time.perf_counter() - t
+    return time.process_time() - t
 
 
 def measure(name, model, opt, x, y, loss_fn, rounds: int) -> None:

@@ -173,6 +173,49 @@ _METADATA = {
     aten.is_contiguous,
 }
 
+# Ops whose outputs are finite whenever their inputs are (no overflow, no pole): their
+# outputs need no scan when every input is known finite.
+_FINITE_PRESERVING = {
+    aten.relu,
+    aten.threshold_backward,
+    aten.gelu,
+    aten.silu,
+    aten.sigmoid,
+    aten.tanh,
+    aten._softmax,
+    aten._log_softmax,
+    aten.max_pool2d_with_indices,
+    aten.clone,
+    aten.cat,
+    aten.stack,
+    aten.slice,
+    aten.select,
+    aten.index,
+    aten.index_select,
+    aten.gather,
+    aten.embedding,
+    aten.where,
+    aten.abs,
+    aten.neg,
+    aten.clamp,
+    aten.clamp_min,
+    aten.clamp_max,
+    aten.amax,
+    aten.amin,
+    aten.max,
+    aten.min,
+    aten.sort,
+    aten.topk,
+    aten.flip,
+    aten.roll,
+    aten.repeat,
+    aten.constant_pad_nd,
+    aten.split,
+    aten.split_with_sizes,
+    aten.unbind,
+}
+_UNKNOWN_FINITE = Summary(math.nan, math.nan, False, False)
+
 _ALIASES = {
     "detach",
     "alias",
@@ -488,6 +531,12 @@ class OpTrace:
             out_summaries = [CLEAN] * len(outs)
         elif func.is_view and len(tensors) == 1 and outs and outs[0].numel() >= tensors[0].numel():
             out_summaries = [entries[0].summary] * len(outs)
+        elif (
+            func.overloadpacket in _FINITE_PRESERVING
+            and all(e.summary.finite for e in entries)
+            and all(math.isfinite(v) for v in _numbers(args, kwargs))
+        ):
+            out_summaries = [_UNKNOWN_FINITE] * len(outs)
         else:
             out_summaries = [summarize(o) for o in outs]
 
@@ -583,6 +632,10 @@ def _key(t: torch.Tensor) -> tuple:
     if t.numel() == 0:
         return ("empty", id(t))
     return (t.device.type, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
+def _numbers(args: tuple, kwargs: dict) -> list[float]:
+    return [float(a) for a in tree_leaves((args, kwargs)) if isinstance(a, (int, float))]
 
 
 def _inplace(func: Any) -> bool:
