@@ -74,11 +74,14 @@ class TFGuard:
         self.warning_budget = float(warning_budget)
         self.on_rebuild = on_rebuild
         self.state = VariableState(keras_state_variables(model, optimizer))
+        self._trainable = list(model.trainable_variables)
+        self._lr: float | None = None
+        self._lr_step = 0
         self.replay_state = VariableState([*self.state.variables, *extra_state])
         self.engine = GuardEngine(
             config,
             framework=framework,
-            restore=self.state.restore,
+            restore=self._restore,
             lrs=self._lrs,
             scale_lr=self._scale_lr,
         )
@@ -100,7 +103,7 @@ class TFGuard:
             optimizer=type(self.optimizer).__name__,
             argv=list(sys.argv),
         )
-        self._param_norm = _norm(self.model.trainable_variables)
+        self._param_norm = _norm(self._trainable)
         self.engine.take_snapshot(self.state.capture())
         self._last_end = time.perf_counter()
 
@@ -127,9 +130,11 @@ class TFGuard:
         loss: float | None = None,
         replay: Callable[[], Any] | None = None,
         inputs: Any = None,
+        sample: Callable[[], Any] | None = None,
     ) -> Decision | None:
         """Judge one finished step. ``replay()`` re-runs it eagerly (no patches) for
-        localization and early warnings; ``inputs`` names the batch's tensors."""
+        localization; ``sample()`` (default: ``replay``) is the cheaper run the early
+        warnings trace, returning the loss; ``inputs`` names the batch's tensors."""
         now = time.perf_counter()
         elapsed, self._last_end = now - self._last_end, now
         loss_value = reading.loss if loss is None else float(loss)
@@ -148,7 +153,7 @@ class TFGuard:
             self._muted = False
         if problem is None and not corrupt_after:
             self._in_spike = False
-            self._clean_step(obs, reading.param_norm, elapsed, replay, inputs)
+            self._clean_step(obs, reading.param_norm, elapsed, sample or replay, inputs)
             return None
         if isinstance(problem, Spike):
             return self._spike(problem, obs, reading)
@@ -226,16 +231,17 @@ class TFGuard:
 
     def _carry_out(self, decision: Decision) -> None:
         if decision.action in (Action.ROLLBACK, Action.STOP):
-            self._param_norm = _norm(self.model.trainable_variables)
+            self._param_norm = _norm(self._trainable)
             self._ratio_ref = None
 
     # -- replays ----------------------------------------------------------------------------
-    def replay(self, run: Callable[[], Any], inputs: Any = None) -> OpTrace | None:
-        """Run ``run()`` eagerly under the op tracer; every variable is put back after."""
+    def replay(self, run: Callable[[], Any], inputs: Any = None) -> OpTrace:
+        """Run ``run()`` eagerly under the op tracer; every variable is put back after.
+        ``trace.result`` is what ``run()`` returned."""
         saved = self.replay_state.capture()
         try:
             with OpTrace(self.model, inputs=inputs) as trace:
-                run()
+                trace.result = run()
         finally:
             self.replay_state.restore(saved)
         return trace
@@ -249,7 +255,10 @@ class TFGuard:
         start = time.perf_counter()
         trace = self.replay(replay, inputs)
         cost = time.perf_counter() - start
-        for d in early_warnings(trace, step=step, saturation=self.saturation, clipped=self.clipped):
+        loss = _loss_tensor(trace.result)
+        for d in early_warnings(
+            trace, step=step, saturation=self.saturation, clipped=self.clipped, loss=loss
+        ):
             key = (d.code, d.module, d.op)
             if key not in self._warned:
                 self._warned.add(key)
@@ -267,16 +276,14 @@ class TFGuard:
             return math.nan
         ratio = math.nan
         if self._ratio_ref is not None:
-            now = [np.asarray(v, dtype=np.float64) for v in self.model.trainable_variables]
+            now = [np.asarray(v, dtype=np.float64) for v in self._trainable]
             delta = math.sqrt(
                 sum(float(np.sum((a - b) ** 2)) for a, b in zip(now, self._ratio_ref, strict=True))
             )
             ratio = delta / self._ratio_norm if self._ratio_norm > 0 else math.nan
             self._ratio_ref = None
         if step % every == 0:
-            self._ratio_ref = [
-                np.asarray(v, dtype=np.float64) for v in self.model.trainable_variables
-            ]
+            self._ratio_ref = [np.asarray(v, dtype=np.float64) for v in self._trainable]
             self._ratio_norm = math.sqrt(sum(float(np.sum(a**2)) for a in self._ratio_ref))
         return ratio
 
@@ -287,11 +294,22 @@ class TFGuard:
             return math.inf
         return ema.mean + max(cfg.spike_sigma * ema.std, (cfg.spike_ratio - 1.0) * abs(ema.mean))
 
+    def _restore(self, state: Any) -> None:
+        self.state.restore(state)
+        self._lr = None
+
     # -- learning rate ----------------------------------------------------------------------
     def _lrs(self) -> list[float]:
-        return [float(np.asarray(self.optimizer.learning_rate))]
+        """The LR, read from the device every ``ratio_every`` steps (and after every change
+        the guard makes); a schedule's value may lag that many steps in the history."""
+        step = self.engine.step if hasattr(self, "engine") else 0
+        if self._lr is None or step - self._lr_step >= max(self.config.ratio_every, 1):
+            self._lr = float(np.asarray(self.optimizer.learning_rate))
+            self._lr_step = step
+        return [self._lr]
 
     def _scale_lr(self, factor: float) -> None:
+        self._lr = None
         opt = self.optimizer
         schedule = getattr(opt, "_learning_rate", None)
         if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
@@ -491,6 +509,15 @@ def _is_scalar_float(t: Any) -> bool:
         and shape is not None
         and (shape.num_elements() == 1)
     )
+
+
+def _loss_tensor(result: Any) -> Any:
+    """The scalar loss tensor in a step's return value, or None."""
+    if isinstance(result, dict):
+        result = result.get("loss")
+    elif isinstance(result, (tuple, list)) and result:
+        result = result[0]
+    return result if _is_scalar_float(result) else None
 
 
 def _loss_of(result: Any) -> float | None:

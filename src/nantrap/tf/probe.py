@@ -61,6 +61,7 @@ class Probe:
             tf.fill([len(FIELDS)], math.nan), trainable=False, name="nantrap_probe"
         )
         self.ceiling = tf.Variable(math.inf, trainable=False, name="nantrap_loss_ceiling")
+        self._ceiling = math.inf  # host copy: no device read per step
 
     def guarded_apply(
         self,
@@ -115,8 +116,9 @@ class Probe:
 
     def set_ceiling(self, value: float) -> None:
         """Losses above ``value`` are gated like non-finite ones (``inf``: off)."""
-        if float(self.ceiling.numpy()) != value:
+        if value != self._ceiling:
             self.ceiling.assign(value)
+            self._ceiling = value
 
 
 class OptimizerPatch:
