@@ -94,6 +94,7 @@ class TFGuard:
         self._last_end = math.nan
         self._muted = False
         self._in_spike = False
+        self.scale_skips = 0  # steps a loss-scale optimizer skipped on its own
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -138,10 +139,16 @@ class TFGuard:
         now = time.perf_counter()
         elapsed, self._last_end = now - self._last_end, now
         loss_value = reading.loss if loss is None else float(loss)
+        grad_norm = reading.grad_norm
+        if math.isfinite(reading.loss_scale) and reading.loss_scale > 0:
+            grad_norm /= reading.loss_scale  # a loss-scale optimizer: its gradients are scaled
+            if not math.isfinite(grad_norm) and (not has_loss or math.isfinite(loss_value)):
+                self.scale_skips += 1  # it skipped this overflowing step and lowered its scale
+                return None
         obs = Observation(
             loss=loss_value if has_loss else math.nan,
             has_loss=has_loss,
-            grad_norm=reading.grad_norm,
+            grad_norm=grad_norm,
             param_norm=self._param_norm,
             loss_scale=reading.loss_scale,
         )
