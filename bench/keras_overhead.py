@@ -7,8 +7,9 @@ dropout 0.1) on a fixed pool of 8 synthetic batches; one fresh process per varia
 ``fit(steps_per_epoch=40, epochs=1+5)`` and drops the first (tracing) epoch; ms/step is the
 epoch's wall time / steps, timed by an epoch-level callback (no per-step work). Workers are
 pinned to CPUs 0-1. Printed: median ms/step over all kept epochs, min-max, ratio to plain,
-per-pass medians, and how many cores other processes used meanwhile (this machine is
-shared; treat ratios within ~0.05 of 1.00 as no measurable overhead).
+per-pass medians, CPU time per step (process time of all TF threads: less sensitive
+to other processes than wall time), and how many cores other processes used meanwhile
+(this machine is shared; treat ratios within ~0.05 of 1.00 as no measurable overhead).
 
     python bench/keras_overhead.py [--passes 4] [--xla]
 """
@@ -84,16 +85,18 @@ def worker(variant: str) -> dict:
         def __init__(self) -> None:
             super().__init__()
             self.ms: list[float] = []
+            self.cpu: list[float] = []
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._t = time.perf_counter()
+            self._t, self._c = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch, logs=None):
             self.ms.append((time.perf_counter() - self._t) * 1e3 / STEPS)
+            self.cpu.append((time.process_time() - self._c) * 1e3 / STEPS)
 
     timer = EpochTimer()
     model.fit(data, steps_per_epoch=STEPS, epochs=EPOCHS, verbose=0, callbacks=[*callbacks, timer])
-    return {"variant": variant, "ms": timer.ms[1:]}
+    return {"variant": variant, "ms": timer.ms[1:], "cpu": timer.cpu[1:]}
 
 
 def _busy() -> float:
@@ -138,6 +141,7 @@ def main() -> int:
     variants = dict(VARIANTS, **(XLA_VARIANTS if args.xla else {}))
     names = list(variants)
     runs: dict[str, list[list[float]]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     contention: list[str] = []
     start = time.perf_counter()
     for p in range(args.passes):
@@ -145,6 +149,7 @@ def main() -> int:
         for name in order:
             result, others = run_worker(name)
             runs[name].append(result["ms"])
+            cpu[name].extend(result["cpu"])
             contention.append(f"{name} pass {p + 1} {others:.2f}")
 
     def pooled(name: str) -> float:
