@@ -253,15 +253,20 @@ def main() -> int:
         f"Keras fit overhead: small CNN 32x32x3, batch 64, SGD; {args.passes} passes x "
         f"{EPOCHS - 1} timed epochs x {STEPS} steps; one process per variant and pass\n"
     )
-    print("| variant | what | median ms/step | min-max | ratio to plain |")
-    print("|---|---|---|---|---|")
+    cpu_base = statistics.median(cpu["plain"])
+    cpu_base_xla = statistics.median(cpu["plain_xla"]) if "plain_xla" in cpu else None
+    print("| variant | what | median ms/step | min-max | ratio | CPU ms/step | CPU ratio |")
+    print("|---|---|---|---|---|---|---|")
     for name in names:
         all_ms = [ms for r in runs[name] for ms in r]
         med = statistics.median(all_ms)
-        ref = base_xla if name.endswith("_xla") and base_xla else base
+        xla = name.endswith("_xla") and base_xla is not None
+        ref = base_xla if xla else base
+        cpu_med = statistics.median(cpu[name])
+        cpu_ref = cpu_base_xla if xla else cpu_base
         print(
             f"| {name} | {variants[name]} | {med:.2f} | {min(all_ms):.2f}-{max(all_ms):.2f} | "
-            f"**{med / ref:.2f}x** |"
+            f"**{med / ref:.2f}x** | {cpu_med:.2f} | {cpu_med / cpu_ref:.2f}x |"
         )
     print("\nper-pass medians (ms/step):")
     for name in names:

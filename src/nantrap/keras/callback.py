@@ -99,7 +99,7 @@ class NanTrap(keras.callbacks.Callback):
             model=model,
             optimizer=optimizer,
             framework="keras",
-            extra_state=list(getattr(model, "metrics_variables", ())),
+            extra_state=lambda: list(getattr(model, "metrics_variables", ())),
             on_rebuild=self.instrument.rebuild,
             **self._guard_options,
         )

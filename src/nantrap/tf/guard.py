@@ -48,7 +48,8 @@ class TFGuard:
         model: the Keras model (or any object with ``variables``/``trainable_variables``).
         optimizer: a Keras optimizer.
         framework: written to ``events.jsonl`` (``keras`` or ``tensorflow``).
-        extra_state: variables put back after a replay but not part of snapshots (metrics).
+        extra_state: returns the variables put back after a replay but not part of snapshots
+            (metrics; asked at each replay, since Keras builds compiled metrics lazily).
         on_rebuild: called when a compiled step must be retraced (a scaled LR schedule).
     """
 
@@ -62,7 +63,7 @@ class TFGuard:
         saturation: float = 0.01,
         clipped: float = 0.05,
         warning_budget: float = 0.02,
-        extra_state: Sequence[Any] = (),
+        extra_state: Callable[[], Sequence[Any]] | None = None,
         on_rebuild: Callable[[], None] | None = None,
     ):
         check_shares(saturation=saturation, clipped=clipped, warning_budget=warning_budget)
@@ -77,7 +78,7 @@ class TFGuard:
         self._trainable = list(model.trainable_variables)
         self._lr: float | None = None
         self._lr_step = 0
-        self.replay_state = VariableState([*self.state.variables, *extra_state])
+        self._extra_state = extra_state or (lambda: ())
         self.engine = GuardEngine(
             config,
             framework=framework,
@@ -245,12 +246,13 @@ class TFGuard:
     def replay(self, run: Callable[[], Any], inputs: Any = None) -> OpTrace:
         """Run ``run()`` eagerly under the op tracer; every variable is put back after.
         ``trace.result`` is what ``run()`` returned."""
-        saved = self.replay_state.capture()
+        state = VariableState([*self.state.variables, *self._extra_state()])
+        saved = state.capture()
         try:
             with OpTrace(self.model, inputs=inputs) as trace:
                 trace.result = run()
         finally:
-            self.replay_state.restore(saved)
+            state.restore(saved)
         return trace
 
     def _early_warnings(
