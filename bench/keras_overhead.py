@@ -137,21 +137,28 @@ def paired(rounds: int = 20, block: int = 15) -> dict:
     for i in range(5):
         step_plain(i)
         step_guarded(i)
-    ratios, ms_plain, ms_guarded = [], [], []
+    out: dict[str, list[float]] = {
+        k: []
+        for k in ("ms_plain", "ms_guarded", "ratios", "cpu_plain", "cpu_guarded", "cpu_ratios")
+    }
     count = 5
     for r in range(rounds):
-        times = {}
+        wall, cpu = {}, {}
         for name, fn in (("plain", step_plain), ("guarded", step_guarded))[:: 1 if r % 2 else -1]:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for _ in range(block):
                 fn(count)
                 count += 1
-            times[name] = (time.perf_counter() - t) * 1e3 / block
-        ms_plain.append(times["plain"])
-        ms_guarded.append(times["guarded"])
-        ratios.append(times["guarded"] / times["plain"])
+            wall[name] = (time.perf_counter() - t) * 1e3 / block
+            cpu[name] = (time.process_time() - c) * 1e3 / block
+        out["ms_plain"].append(wall["plain"])
+        out["ms_guarded"].append(wall["guarded"])
+        out["ratios"].append(wall["guarded"] / wall["plain"])
+        out["cpu_plain"].append(cpu["plain"])
+        out["cpu_guarded"].append(cpu["guarded"])
+        out["cpu_ratios"].append(cpu["guarded"] / cpu["plain"])
     trap.on_train_end()
-    return {"ms_plain": ms_plain, "ms_guarded": ms_guarded, "ratios": ratios}
+    return out
 
 
 def _cnn(keras):
@@ -222,6 +229,12 @@ def main() -> int:
         print(
             f"  paired per-round ratio: median **{med(res['ratios']):.3f}x** "
             f"[{min(res['ratios']):.2f}-{max(res['ratios']):.2f}]"
+        )
+        print(
+            f"  CPU ms/step: plain {med(res['cpu_plain']):.2f}, nantrap "
+            f"{med(res['cpu_guarded']):.2f}; paired CPU ratio median "
+            f"**{med(res['cpu_ratios']):.3f}x** "
+            f"[{min(res['cpu_ratios']):.2f}-{max(res['cpu_ratios']):.2f}]"
         )
         return 0
     if args.worker:
