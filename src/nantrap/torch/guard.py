@@ -344,12 +344,15 @@ class TorchGuard:
             return
         self._begin()
         if self.config.check_inputs:
-            leaves = [
-                t
-                for t in tree_leaves((args, kwargs))
+            if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
+                leaves = tree_leaves((args, kwargs))
+            else:
+                leaves = args  # the common case, without pytree's walk
+            self._inputs.extend(
+                input_sum(t)
+                for t in leaves
                 if isinstance(t, torch.Tensor) and t.is_floating_point()
-            ]
-            self._inputs.extend(input_sum(t) for t in leaves)
+            )
             self._last_args = (args, kwargs)
 
     # -- the step ----------------------------------------------------------------------
