@@ -41,7 +41,7 @@ from nantrap.guard.diagnose import OpRecord
 from nantrap.guard.stats import TensorStats
 from nantrap.torch._tensor_stats import CLEAN, Summary, dtype_name, summarize, tensor_stats
 
-__all__ = ["OpCall", "OpEvent", "OpTrace", "op_handler"]
+__all__ = ["OpCall", "OpEvent", "OpTrace", "exit_mode", "op_handler"]
 
 aten = torch.ops.aten
 
@@ -337,7 +337,7 @@ class OpTrace:
         """End tracing (idempotent); recorded events stay."""
         if self._mode is not None:
             mode, self._mode = self._mode, None
-            mode.__exit__(None, None, None)
+            exit_mode(mode)
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
@@ -621,6 +621,28 @@ class _TraceMode(TorchDispatchMode):
             raise
         tracer._record(func, args, kwargs, out, error=None)
         return out
+
+
+def exit_mode(mode: TorchDispatchMode) -> None:
+    """Exit ``mode`` even when another mode was entered after it and is still active
+    (two tools that start and stop at different points of a step); the modes above it
+    stay, in order. A mode no longer on the stack is left alone."""
+    from torch.utils._python_dispatch import (
+        _get_current_dispatch_mode_stack,
+        _pop_mode,
+        _push_mode,
+    )
+
+    stack = _get_current_dispatch_mode_stack()
+    if not any(m is mode for m in stack):
+        return
+    above = []
+    while stack[-1] is not mode:
+        above.append(_pop_mode())
+        stack.pop()
+    mode.__exit__(None, None, None)
+    for m in reversed(above):
+        _push_mode(m)
 
 
 # --- helpers ------------------------------------------------------------------------------
