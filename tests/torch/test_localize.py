@@ -403,3 +403,24 @@ def test_sum_overflow_is_nt116():
     d = localize(step)
     assert (d.code, d.category, d.neutral_op) == ("NT116", Category.OVERFLOW, "sum")
     assert d.evidence["dtype_max"] == pytest.approx(3.4028e38, rel=1e-4)
+
+
+def test_bf16_autocast_step_runs_clean_and_eval_forward_does_not_start_tracing():
+    torch.manual_seed(0)
+    model = TinyLM()
+    ids = torch.randint(0, 50, (2, 16))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, 50), ids[:, 1:].reshape(-1))
+        loss.backward()
+        return loss
+
+    assert localize(step, model) is None
+    armed = ArmedTrace(model)
+    armed.arm()
+    with torch.no_grad():
+        model(ids[:, :-1])  # validation pass
+    assert armed.armed and not armed.tracing
+    armed.close()

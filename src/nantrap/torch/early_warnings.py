@@ -121,8 +121,8 @@ class EarlyWarnings:
 
     # sampling ---------------------------------------------------------------------------
     def _on_root_forward(self, module: torch.nn.Module, args: Any) -> None:
-        if not self._due or self._mode is not None:
-            return
+        if not self._due or self._mode is not None or not torch.is_grad_enabled():
+            return  # NB: an evaluation forward under no_grad is not a training step
         self._due = False
         for name, sub in self.model.named_modules():
             path = f"{self.root}.{name}" if name else self.root
