@@ -340,7 +340,7 @@ class GuardEngine:
             self.stopped = True
         if decision.action is Action.SKIP:
             self.step += 1
-        diagnosis = dataclasses.replace(diagnosis, action=decision.action.past)
+        diagnosis = self._ranked(dataclasses.replace(diagnosis, action=decision.action.past))
         self.diagnoses.append(diagnosis)
         self.log.diagnosis(diagnosis)
         self.log.action(
@@ -395,8 +395,16 @@ class GuardEngine:
 
     def warn(self, diagnosis: Diagnosis) -> None:
         """Record an early warning (not an incident)."""
+        diagnosis = self._ranked(diagnosis)
         self.diagnoses.append(diagnosis)
         self.log.diagnosis(diagnosis)
+
+    def _ranked(self, diagnosis: Diagnosis) -> Diagnosis:
+        """In a multi-process run, say which rank saw it."""
+        if self.world_size == 1 or diagnosis.location.rank is not None:
+            return diagnosis
+        location = dataclasses.replace(diagnosis.location, rank=self.log.rank)
+        return dataclasses.replace(diagnosis, location=location)
 
     # -- state -------------------------------------------------------------------------
 
