@@ -204,7 +204,7 @@ class TorchGuard:
         self._trace: Any = None  # ArmedTrace in loop form B
         self._trace_left = 0
         self._bundles = 0
-        self._last_ranges: dict | None = None
+        self._sampled = False  # early warnings sampled this step: its ranges go on record
         self._warned_stopped = False
         self._hooks = []
         if model is not None:
@@ -411,6 +411,7 @@ class TorchGuard:
         params = self.probe.params()
         loss_t = loss if isinstance(loss, torch.Tensor) else None
         self._begin()  # no-op when the forward pre-hook already saved the step's start
+        self._sampled = self.early is not None and self.early.sampling
         for w in self.early.end_step(step) if self.early is not None else ():
             engine.warn(w)
         traced = self._finish_trace(step) if self._trace is not None else None
@@ -448,13 +449,7 @@ class TorchGuard:
         self.probe.after_update(params)
         self._versions = [p._version for p in params] if clean else None
         self._warned_step = None if clean else self.engine.step
-        ranges = None
-        if self.early is not None:
-            ranges = getattr(self.early, "ranges", None) or None
-            if ranges is not None and ranges == self._last_ranges:
-                ranges = None
-            elif ranges is not None:
-                self._last_ranges = {k: dict(v) for k, v in ranges.items()}
+        ranges = self.early.ranges or None if self._sampled and self.early is not None else None
         diverging = self.engine.after_update(obs, ranges=ranges)
         if diverging is not None:
             self._after_incident(self.engine.act(diverging, update_applied=True))
