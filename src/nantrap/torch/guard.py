@@ -203,7 +203,6 @@ class TorchGuard:
         self.bundles: list[Path] = []  # repro bundles written so far
         self._trace: Any = None  # ArmedTrace in loop form B
         self._trace_left = 0
-        self._bundles = 0
         self._sampled = False  # early warnings sampled this step: its ranges go on record
         self._warned_stopped = False
         self._hooks = []
@@ -307,7 +306,7 @@ class TorchGuard:
         return {
             "engine": self.engine.state_dict(),
             "versions": self._versions,
-            "bundles": self._bundles,
+            "bundles": [str(p) for p in self.bundles],
             "early": self.early.state_dict() if self.early is not None else None,
         }
 
@@ -315,7 +314,7 @@ class TorchGuard:
         self.engine.load_state_dict(state["engine"])
         self.config = self.engine.config
         self._versions = state.get("versions")
-        self._bundles = int(state.get("bundles", 0))
+        self.bundles = [Path(p) for p in state.get("bundles", [])]
         if self.early is not None and state.get("early") is not None:
             self.early.load_state_dict(state["early"])
 
@@ -382,8 +381,18 @@ class TorchGuard:
             if not self._warned_stopped:
                 self._warned_stopped = True
                 logger.warning("nantrap: training was stopped; opt.step() no longer updates")
-            self._end_iteration()
-            return None
+            if closure is None:
+                self._end_iteration()
+                return None
+            self._begin()
+            self._in_step = True
+            try:
+                with torch.enable_grad():
+                    return closure()  # the caller still gets a loss; nothing else changes
+            finally:
+                self._in_step = False
+                self._drop_step()
+                self._end_iteration()
         if closure is not None and isinstance(self.optimizer, _OPAQUE):
             return self._closure_step_opaque(closure, **kwargs)
         self._in_step = True
@@ -482,7 +491,8 @@ class TorchGuard:
             diagnosis = nonfinite_input(step, stats)
         else:
             diagnosis = self._explain_nonfinite(obs, closure, traced, step)
-        if self.config.bundle and self.config.log_dir and self._bundles < self.config.max_bundles:
+        config = self.config
+        if config.bundle and config.log_dir and len(self.bundles) < config.max_bundles:
             self._write_bundle(diagnosis, step)
         if self.config.policy != "warn":
             self._drop_step()
@@ -633,7 +643,6 @@ class TorchGuard:
         except Exception as err:
             logger.warning("nantrap: could not write the repro bundle: %r", err)
             return
-        self._bundles += 1
         self.bundles.append(path)
         logger.warning("nantrap: repro bundle written to %s", path)
 
