@@ -4,6 +4,7 @@ autocast, fp16 GradScaler), gradient clipping, a custom autograd.Function, torch
 import math
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 import nantrap.torch as nt
@@ -254,3 +255,22 @@ def test_compiled_model_detection_and_eager_localization():
     closure_step(compiled, opt, x, y)
     assert opt.diagnoses[-1].code == "NT401"
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_lbfgs_which_calls_the_closure_itself_is_checked_after_its_step():
+    torch.manual_seed(0)
+    model = nn.Linear(6, 1)
+    opt = nt.guard(torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4), model,
+                   snapshot_every=1, early_warnings=0)
+    for i, (x, y) in enumerate(DATA[:4]):
+
+        def closure(x=x, y=y, bad=i == 2):
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y) + (torch.log(torch.zeros(())) if bad else 0.0)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+    d = opt.diagnoses[-1]
+    assert d.step == 2 and d.action == "rolled-back"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
