@@ -337,6 +337,11 @@ class TorchGuard:
         scale are not."""
         engine = self.engine
         params = self.probe.params()
+        for w in self.early.end_step(engine.step) if self.early is not None else ():
+            engine.warn(w)
+        traced = self._finish_trace(engine.step) if self._trace is not None else None
+        if traced is not None:  # what overflowed in the skipped step: context, not an incident
+            engine.warn(dataclasses.replace(traced, incident=False, action="skipped-by-scaler"))
         obs = self.probe.measure(params, loss=None, inputs=self._inputs, scale=self.scaler._scale)
         problem = engine.classify(dataclasses.replace(obs, grad_norm=0.0))
         if problem is Problem.CORRUPT_STATE:
@@ -347,8 +352,8 @@ class TorchGuard:
         elif problem is Problem.BAD_INPUT and (stats := self._bad_inputs()):
             self._drop_step()
             self._after_incident(engine.act(nonfinite_input(engine.step, stats), obs=obs))
-        else:
-            engine.check_loss_scale(obs.loss_scale)
+        elif engine.check_loss_scale(obs.loss_scale) and self.config.localize:
+            self._arm_trace()  # the next skipped step shows which op overflows
 
     def _begin(self) -> None:
         if not self._fresh:
