@@ -534,7 +534,7 @@ class OpTrace:
         elif (
             func.overloadpacket in _FINITE_PRESERVING
             and all(e.summary.finite for e in entries)
-            and all(math.isfinite(v) for v in _numbers(args, kwargs))
+            and all(math.isfinite(v) for v in scalars)
         ):
             out_summaries = [_UNKNOWN_FINITE] * len(outs)
         else:
@@ -654,10 +654,6 @@ def _key(t: torch.Tensor) -> tuple:
     if t.numel() == 0:
         return ("empty", id(t))
     return (t.device.type, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
-
-
-def _numbers(args: tuple, kwargs: dict) -> list[float]:
-    return [float(a) for a in tree_leaves((args, kwargs)) if isinstance(a, (int, float))]
 
 
 def _inplace(func: Any) -> bool:
