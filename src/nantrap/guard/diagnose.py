@@ -524,21 +524,19 @@ def _chain(rec: OpRecord | None, depth: int):
         seen += 1
 
 
-def _sigmoid_in(rec: OpRecord | None) -> OpRecord | None:
-    """The sigmoid behind ``rec``: rec itself, or 1 - sigmoid (rsub / sub)."""
-    for r in _chain(rec, depth=3):
-        if r.name == "sigmoid":
-            return r
-        if r.name not in ("sub", "add", "neg") and not _passthrough(r):
-            return None
-        # follow the tensor operand
-        for p in r.producers:
-            if p is not None and (p.name == "sigmoid" or _passthrough(p)):
-                q = p
-                while q is not None and q.name != "sigmoid" and q.producers:
-                    q = q.producers[0] if _passthrough(q) else None
-                if q is not None and q.name == "sigmoid":
-                    return q
+def _sigmoid_in(rec: OpRecord | None, depth: int = 4) -> OpRecord | None:
+    """The sigmoid behind ``rec``: rec itself, or reached through 1 - p, -p, p + c and
+    views/clamps, following every tensor operand."""
+    if rec is None or depth == 0:
+        return None
+    if rec.name == "sigmoid":
+        return rec
+    if rec.name not in ("sub", "add", "neg") and not _passthrough(rec):
+        return None
+    for producer in rec.producers:
+        found = _sigmoid_in(producer, depth - 1)
+        if found is not None:
+            return found
     return None
 
 
