@@ -78,10 +78,17 @@ class EarlyWarnings:
         clip: float = 0.01,
         root: str = "model",
     ):
-        if every < 1:
-            from nantrap.errors import ConfigError
+        from nantrap.errors import ConfigError
 
-            raise ConfigError(f"EarlyWarnings(every={every}): must be >= 1")
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(
+                f"EarlyWarnings(model=...) needs a torch.nn.Module, got {type(model).__name__}"
+            )
+        if not isinstance(every, int) or every < 1:
+            raise ConfigError(f"EarlyWarnings(every={every!r}): must be an int >= 1")
+        for name, value in (("saturation", saturation), ("clip", clip)):
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"EarlyWarnings({name}={value!r}): a fraction in [0, 1)")
         self.model = model
         self.every = every
         self.saturation = saturation

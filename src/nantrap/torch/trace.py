@@ -298,6 +298,12 @@ class OpTrace:
         custom_handlers: Mapping[Any, Handler] | None = None,
         root: str = "model",
     ):
+        if model is not None and not isinstance(model, torch.nn.Module):
+            from nantrap.errors import ConfigError
+
+            raise ConfigError(
+                f"OpTrace(model=...) needs a torch.nn.Module or None, got {type(model).__name__}"
+            )
         self.model = model
         self.root = root
         self.events: list[OpEvent] = []
