@@ -360,14 +360,15 @@ def _overflow(rec: OpRecord) -> _Verdict | None:
         (max(abs(s.min), abs(s.max)) for s in rec.inputs if not math.isnan(s.min)), default=math.nan
     )
     ev = {"dtype": fmt.name, "dtype_max": fmt.max, "input_max_abs": big}
-    half = fmt.name in ("float16", "bfloat16")
+    # NB: bfloat16 keeps float32's exponent range: what overflows it overflows float32 too
+    half = fmt.max < float_format("float32").max / 2
     fp32 = float_format("float32")
     exp_like = op is not None and op.name in ("exp", "expm1", "cosh", "sinh")
     if exp_like:
         ev["threshold"] = fmt.exp_overflow
         fits = big < fp32.exp_overflow
     else:
-        fits = True  # half's max (65504) is far below float32's
+        fits = True  # float16's max (65504) is far below float32's
     if half and fits:
         return _Verdict(
             "NT201",
