@@ -546,7 +546,7 @@ class OpTrace:
         else:
             out_summaries = [summarize(o) for o in outs]
 
-        node = torch._C._current_autograd_node()
+        node = _current_node()
         forward = self._nodes.get(id(node)) if node is not None else None
         index = len(self.events)
         if node is None:
@@ -660,6 +660,10 @@ def _key(t: torch.Tensor) -> tuple:
     if t.numel() == 0:
         return ("empty", id(t))
     return (t.device.type, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
+# NB: private torch API (present since torch 2.1); without it every op reads as forward
+_current_node = getattr(torch._C, "_current_autograd_node", lambda: None)
 
 
 def _inplace(func: Any) -> bool:
