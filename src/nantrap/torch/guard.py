@@ -349,8 +349,9 @@ class TorchGuard:
             self._after_incident(
                 engine.act(self._explain_corrupt(params, engine.step), state_corrupt=True, obs=obs)
             )
-        elif problem is Problem.BAD_INPUT and (stats := self._bad_inputs()):
+        elif problem is Problem.BAD_INPUT and self._inputs_really_bad():
             self._drop_step()
+            stats = self._bad_inputs()
             self._after_incident(engine.act(nonfinite_input(engine.step, stats), obs=obs))
         elif engine.check_loss_scale(obs.loss_scale) and self.config.localize:
             self._arm_trace()  # the next skipped step shows which op overflows
@@ -436,7 +437,7 @@ class TorchGuard:
             scale=self.scaler._scale if self.scaler is not None else None,
         )
         problem = engine.classify(obs)
-        if problem is Problem.BAD_INPUT and not self._bad_inputs():
+        if problem is Problem.BAD_INPUT and not self._inputs_really_bad():
             # the input sum overflowed, the inputs themselves are finite
             problem = engine.classify(dataclasses.replace(obs, inputs_finite=True))
         if problem is None or isinstance(problem, Spike):
@@ -492,8 +493,8 @@ class TorchGuard:
         state_corrupt = problem is Problem.CORRUPT_STATE
         if problem is Problem.CORRUPT_STATE:
             diagnosis = self._explain_corrupt(params, step)
-        elif problem is Problem.BAD_INPUT and (stats := self._bad_inputs()):
-            diagnosis = nonfinite_input(step, stats)
+        elif problem is Problem.BAD_INPUT:
+            diagnosis = nonfinite_input(step, self._bad_inputs())
         else:
             diagnosis = self._explain_nonfinite(obs, closure, traced, step)
         config = self.config
@@ -533,6 +534,12 @@ class TorchGuard:
                 force_divergence=True,
             )
         return nonfinite_parameter(step, bad)
+
+    def _inputs_really_bad(self) -> bool:
+        """The all-reduced input flag said non-finite: confirm it with the exact check (a
+        float32 sum of finite values can overflow). In a distributed run the flag stands:
+        another rank's batch may be the bad one, and every rank must decide alike."""
+        return self.engine.world_size > 1 or bool(self._bad_inputs())
 
     def _bad_inputs(self) -> dict[str, TensorStats]:
         if self._last_args is None:
