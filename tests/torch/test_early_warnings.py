@@ -115,3 +115,45 @@ def test_sampling_every_n_steps_and_no_false_alarm_on_a_masked_transformer():
     assert again.state_dict() == state
     again.close()
     assert not model._forward_pre_hooks
+
+
+def test_sampling_and_armed_tracing_stop_in_any_order():
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    from nantrap.torch.localize import ArmedTrace
+
+    torch.manual_seed(0)
+    model = SmallCNN(probs=True)
+    with torch.no_grad():
+        model.head.fc.weight.mul_(2000.0)
+    x, y = _batch(8)
+    ew = EarlyWarnings(model, every=1)
+    armed = ArmedTrace(model)
+    armed.arm()
+    p = model(x)
+    assert len(_get_current_dispatch_mode_stack()) == 2
+    loss = -torch.log(p.gather(1, y[:, None])).mean()
+    loss.backward()
+    ew.end_step(0)  # the mode entered first stops first
+    assert armed.tracing and len(_get_current_dispatch_mode_stack()) == 1
+    d = armed.finish(0)
+    assert _get_current_dispatch_mode_stack() == []
+    assert d.code == "NT101"
+    ew.close()
+    armed.close()
+
+
+def test_bce_targets_outside_unit_interval_warn_before_any_nan():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    x = torch.randn(16, 4)
+    labels = torch.randint(0, 3, (16, 1)).float()  # three classes fed to a binary loss
+    ew = EarlyWarnings(model, every=1)
+    loss = F.binary_cross_entropy_with_logits(model(x), labels)  # <- binary loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    (w,) = ew.end_step(0)
+    ew.close()
+    assert (w.code, w.category, w.incident) == ("NT402", Category.BAD_DATA, False)
+    assert w.location.line == line_of("# <- binary loss")
+    assert "targets in [0, 2], outside [0, 1]" in w.message

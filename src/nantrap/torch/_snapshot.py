@@ -27,7 +27,7 @@ __all__ = ["StepState", "capture", "capture_rng", "restore", "restore_rng"]
 def capture_rng(*, host: bool = True) -> dict[str, Any]:
     """The torch CPU/CUDA generator states; python ``random`` and numpy too if ``host``."""
     rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_initialized():  # (never true without a CUDA device)
         rng["cuda"] = torch.cuda.get_rng_state_all()
     if host:
         rng["python"] = random.getstate()
@@ -190,7 +190,8 @@ def restore(
                     current[key] = _device(value)
     for group, saved in zip(optimizer.param_groups, snap["groups"], strict=True):
         group.update(copy.deepcopy(saved))
-    for obj, state in zip(tracked, snap["tracked"], strict=True):
+    # objects tracked after this snapshot was taken have nothing to go back to
+    for obj, state in zip(tracked, snap["tracked"], strict=False):
         obj.load_state_dict(copy.deepcopy(state))
     if scaler is not None and "scaler" in snap and scaler._scale is not None:
         scaler._scale.copy_(snap["scaler"]["scale"])

@@ -41,7 +41,7 @@ from nantrap.guard.diagnose import OpRecord
 from nantrap.guard.stats import TensorStats
 from nantrap.torch._tensor_stats import CLEAN, Summary, dtype_name, summarize, tensor_stats
 
-__all__ = ["OpCall", "OpEvent", "OpTrace", "op_handler"]
+__all__ = ["OpCall", "OpEvent", "OpTrace", "exit_mode", "op_handler"]
 
 aten = torch.ops.aten
 
@@ -298,6 +298,12 @@ class OpTrace:
         custom_handlers: Mapping[Any, Handler] | None = None,
         root: str = "model",
     ):
+        if model is not None and not isinstance(model, torch.nn.Module):
+            from nantrap.errors import ConfigError
+
+            raise ConfigError(
+                f"OpTrace(model=...) needs a torch.nn.Module or None, got {type(model).__name__}"
+            )
         self.model = model
         self.root = root
         self.events: list[OpEvent] = []
@@ -337,7 +343,7 @@ class OpTrace:
         """End tracing (idempotent); recorded events stay."""
         if self._mode is not None:
             mode, self._mode = self._mode, None
-            mode.__exit__(None, None, None)
+            exit_mode(mode)
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
@@ -534,13 +540,13 @@ class OpTrace:
         elif (
             func.overloadpacket in _FINITE_PRESERVING
             and all(e.summary.finite for e in entries)
-            and all(math.isfinite(v) for v in _numbers(args, kwargs))
+            and all(math.isfinite(v) for v in scalars)
         ):
             out_summaries = [_UNKNOWN_FINITE] * len(outs)
         else:
             out_summaries = [summarize(o) for o in outs]
 
-        node = torch._C._current_autograd_node()
+        node = _current_node()
         forward = self._nodes.get(id(node)) if node is not None else None
         index = len(self.events)
         if node is None:
@@ -623,6 +629,28 @@ class _TraceMode(TorchDispatchMode):
         return out
 
 
+def exit_mode(mode: TorchDispatchMode) -> None:
+    """Exit ``mode`` even when another mode was entered after it and is still active
+    (two tools that start and stop at different points of a step); the modes above it
+    stay, in order. A mode no longer on the stack is left alone."""
+    from torch.utils._python_dispatch import (
+        _get_current_dispatch_mode_stack,
+        _pop_mode,
+        _push_mode,
+    )
+
+    stack = _get_current_dispatch_mode_stack()
+    if not any(m is mode for m in stack):
+        return
+    above = []
+    while stack[-1] is not mode:
+        above.append(_pop_mode())
+        stack.pop()
+    mode.__exit__(None, None, None)
+    for m in reversed(above):
+        _push_mode(m)
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -634,8 +662,8 @@ def _key(t: torch.Tensor) -> tuple:
     return (t.device.type, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
 
 
-def _numbers(args: tuple, kwargs: dict) -> list[float]:
-    return [float(a) for a in tree_leaves((args, kwargs)) if isinstance(a, (int, float))]
+# NB: private torch API (present since torch 2.1); without it every op reads as forward
+_current_node = getattr(torch._C, "_current_autograd_node", lambda: None)
 
 
 def _inplace(func: Any) -> bool:
