@@ -24,7 +24,7 @@ import os
 import sys
 import sysconfig
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
@@ -97,7 +97,6 @@ class OpEvent:
     forward: int | None = None  # backward ops: the forward event being differentiated
     grad_seen: bool = False  # forward ops: a gradient flowed back through this op
     scope: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def neutral_op(self) -> str | None:
