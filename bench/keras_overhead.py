@@ -89,7 +89,7 @@ def worker(variant: str) -> dict:
     return {"variant": variant, "ms": timer.ms[1:], "cpu": timer.cpu[1:]}
 
 
-def paired(rounds: int = 20, block: int = 15) -> dict:
+def paired(rounds: int = 20, block: int = 15, jit_compile: bool = False) -> dict:
     """In one process: plain and guarded copies of the CNN stepped in alternating blocks
     through Keras' own compiled train function and callback hooks (what ``fit`` does per
     step); per-round ratios cancel the drift of a shared machine."""
@@ -113,7 +113,7 @@ def paired(rounds: int = 20, block: int = 15) -> dict:
         model.compile(
             optimizer=keras.optimizers.SGD(0.01),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=False,
+            jit_compile=jit_compile,
         )
         data = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(64).repeat()
         return model, iter(data)
@@ -215,9 +215,12 @@ def main() -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.paired:
-        res = paired()
+        res = paired(jit_compile=args.xla)
         med = statistics.median
-        print("paired in-process (plain vs NanTrap(), alternating blocks of 15 steps, 20 rounds)")
+        print(
+            "paired in-process (plain vs NanTrap(), alternating blocks of 15 steps, 20 rounds"
+            + (", jit_compile=True)" if args.xla else ")")
+        )
         print(
             f"  plain   ms/step median {med(res['ms_plain']):.2f} "
             f"[{min(res['ms_plain']):.2f}-{max(res['ms_plain']):.2f}]"

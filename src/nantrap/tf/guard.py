@@ -76,6 +76,7 @@ class TFGuard:
         self.on_rebuild = on_rebuild
         self.state = VariableState(keras_state_variables(model, optimizer))
         self._trainable = list(model.trainable_variables)
+        self._flatten: Callable[[], Any] | None = None
         self._lr: float | None = None
         self._lr_step = 0
         self._extra_state = extra_state or (lambda: ())
@@ -279,22 +280,29 @@ class TFGuard:
 
     # -- measurements -----------------------------------------------------------------------
     def _update_ratio(self, step: int) -> float:
-        """|dw| / |w| of the update just applied, measured every ``ratio_every`` steps."""
+        """|dw| / |w| of the update just applied, measured every ``ratio_every`` steps from
+        two host copies of the weights (one fused read each)."""
         every = self.config.ratio_every
         if every <= 0:
             return math.nan
         ratio = math.nan
         if self._ratio_ref is not None:
-            now = [np.asarray(v, dtype=np.float64) for v in self._trainable]
-            delta = math.sqrt(
-                sum(float(np.sum((a - b) ** 2)) for a, b in zip(now, self._ratio_ref, strict=True))
-            )
+            delta = float(np.linalg.norm(self._flat_weights() - self._ratio_ref))
             ratio = delta / self._ratio_norm if self._ratio_norm > 0 else math.nan
             self._ratio_ref = None
         if step % every == 0:
-            self._ratio_ref = [np.asarray(v, dtype=np.float64) for v in self._trainable]
-            self._ratio_norm = math.sqrt(sum(float(np.sum(a**2)) for a in self._ratio_ref))
+            self._ratio_ref = self._flat_weights()
+            self._ratio_norm = float(np.linalg.norm(self._ratio_ref))
         return ratio
+
+    def _flat_weights(self) -> np.ndarray:
+        """Every trainable weight in one float32 vector: one device read, not one per tensor."""
+        if self._flatten is None:
+            weights = list(self._trainable)
+            self._flatten = tf.function(
+                lambda: tf.concat([tf.reshape(tf.cast(w, tf.float32), [-1]) for w in weights], 0)
+            )
+        return self._flatten().numpy()
 
     def ceiling(self) -> float:
         """The loss above which a step is a spike (``inf`` before the warm-up is over)."""
