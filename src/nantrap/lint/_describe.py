@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 
 from nantrap.floats import float_format
 from nantrap.lint._rule import OpCall
@@ -22,6 +23,8 @@ _KIND_WORDS = {
 
 def num(x: float) -> str:
     """Compact number for messages: 1e-08, 0.5, 88.72."""
+    if not math.isfinite(x):
+        return str(x)
     if x == int(x) and abs(x) < 1e6:
         return str(int(x))
     if 0.01 <= abs(x) < 1e6:

@@ -131,6 +131,7 @@ class Walker:
         self.by_name = by_name
         self.values: dict[int, Value] = {}
         self.hits: list[tuple[Rule, Hit]] = []
+        self.errors: list[tuple[str, ast.AST, Exception]] = []
         self.emit = True
         self.no_grad = False
         self.guard_depth = 0
@@ -705,8 +706,10 @@ class Walker:
             if rules or named:
                 call = OpCall(op, qual, node, operands, values, kw, kwv, fw, method, self)
                 for rule in (*rules, *named):
-                    for hit in rule.check(call):
-                        self.hits.append((rule, hit))
+                    try:
+                        self.hits.extend((rule, hit) for hit in rule.check(call))
+                    except Exception as exc:  # a rule bug must not stop the file
+                        self.errors.append((rule.CODE, node, exc))
         if op is None:
             return Value(fw=fw)
         out = self.transfer(op, qual, node, operands, values, kw, kwv, fw)

@@ -60,6 +60,8 @@ def lint_source(
         return _unreadable(path, config, "expressions nested too deeply to analyse")
     except MemoryError:
         return _unreadable(path, config, "ran out of memory while analysing")
+    except Exception as exc:  # never crash on any input: report it and go on
+        return _unreadable(path, config, f"internal error ({type(exc).__name__}: {exc})")
 
 
 def _lint(source: str, path: str, config: LintConfig) -> list[Finding]:

@@ -291,6 +291,8 @@ def mul(a: Value, b: Value, node: ast.AST) -> Value:
             return Value(node=node, line=line, half=x.half)
     if "linear" in (a.kind, b.kind):
         return Value(kind="linear", node=node, line=line, half=a.half or b.half)
+    if a.kind in ("norm", "std") and b.kind in ("norm", "std"):
+        return Value(kind="norm", lo=0.0, node=node, line=line, fw=a.fw or b.fw)
     if a.kind == "unit" and b.kind == "unit":
         return Value(kind="unitprod", lo=-1.0, hi=1.0, node=node, line=line)
     if a.kind in PROB and b.kind in PROB:

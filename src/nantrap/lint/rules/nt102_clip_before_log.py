@@ -53,10 +53,11 @@ class ClipBeforeLog(Rule):
             return
         if call.op == "clip":
             if v.kind == "log" and v.base in PROB:
-                lo = call.value_of(call.node)
+                _, lo = call.operand(1, "clip_value_min")
+                low = num(lo.lo) if lo.kind == "const" else "lo"
                 yield call.hit(
                     f"clip of {snippet(call, node)}, the log of a probability: log(p) <= 0, so "
-                    f"a clip to [{num(lo.lo)}, ...] is active wherever p < 1 and passes no "
+                    f"a clip to [{low}, ...] is active wherever p < 1 and passes no "
                     "gradient there (a fake loss)",
                     fix="compute the loss from logits (log_softmax / cross_entropy)",
                 )
@@ -69,7 +70,7 @@ class ClipBeforeLog(Rule):
         low = "eps" if v.lo == 5e-324 else num(v.lo)
         const = f" = {num(-math.log(v.lo))}" if v.lo > 5e-324 else ""
         yield call.hit(
-            f"{call.op} of {what(call, node, v)} clipped to [{low}, "
+            f"{call.op} of {what(call, node, v, 'a probability')} clipped to [{low}, "
             f"{'max' if v.base == 'max' else num(v.hi)}]: where it is below {low} the clip "
             f"passes no gradient, so those elements add the constant -log({low}){const} to the "
             "loss and nothing is learned from them (a fake loss)",

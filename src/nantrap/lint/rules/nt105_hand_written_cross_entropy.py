@@ -71,11 +71,14 @@ class HandWrittenCrossEntropy(Rule):
             if not known and (v.kind or fw not in ("torch", "tf", "keras", "jax")):
                 continue
             origin = f", a softmax output (line {v.line})" if v.kind == "softmax" else ""
+            loss = _LOSS.get(fw or "", _LOSS["torch"])
+            if v.kind == "softmax" and v.inner is not None:
+                loss += f", with logits = `{call.text(v.inner)}`"
             yield call.hit(
                 f"cross-entropy written by hand: log of {snippet(call, arg)}{origin} reaches "
                 "log(0) = -inf as soon as a probability underflows to 0.0 (confident wrong "
                 "prediction), and 0 * -inf = NaN in the loss and its gradient",
-                fix=f"use the loss on logits: {_LOSS.get(fw or '', _LOSS['torch'])}",
+                fix=f"use the loss on logits: {loss}",
                 evidence={"fw": fw},
             )
             return
