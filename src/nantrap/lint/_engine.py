@@ -42,9 +42,12 @@ _SAME = _words(
     "float double detach clone cpu cuda contiguous view reshape squeeze unsqueeze "
     "flatten permute transpose expand expand_as view_as t numpy item to type astype "
     "parameters identity stop_gradient expand_dims convert_to_tensor asarray array "
-    "cast squeeze_ unsqueeze_ requires_grad_ tolist"
+    "cast squeeze_ unsqueeze_ requires_grad_ tolist tril triu flip roll repeat tile narrow "
+    "select index_select gather movedim swapaxes"
 )
 _NUMPY_METHODS = frozenset(["sum", "mean", "std", "var", "max", "min", "clip", "dot", "prod"])
+_RANDOM = _words("randn rand randn_like rand_like normal uniform standard_normal random_normal")
+_RANDOM_METHODS = _words("normal_ uniform_")
 _PASS_ATTRS = frozenset({"data", "T", "mT", "real"})
 _HALF_NAMES = frozenset({"float16", "half", "bfloat16", "HalfTensor", "BFloat16Tensor"})
 _FLOAT_NAMES = frozenset({"float32", "float", "float64", "double", "FloatTensor"})
@@ -135,6 +138,8 @@ class Walker:
         self.emit = True
         self.no_grad = False
         self.guard_depth = 0
+        self.neg_depth = 0  # inside a unary minus: -sum(y * log(p))
+        self.mul_depth = 0  # inside an operand of a product: y * log(p)
         self.scope = Scope(None)
         self._summaries: dict[int, Value] = {}
         self._classes: dict[int, dict] = {}
@@ -416,8 +421,11 @@ class Walker:
         elif t is ast.BinOp:
             v = self.binop(node, node.op, node.left, node.right, scope)
         elif t is ast.UnaryOp:
+            neg = type(node.op) is ast.USub
+            self.neg_depth += neg
             a = self.expr(node.operand, scope)
-            if type(node.op) is ast.USub:
+            self.neg_depth -= neg
+            if neg:
                 if a.kind == "const":
                     v = V.const(-a.lo, node)
                 else:
@@ -512,9 +520,12 @@ class Walker:
         return UNKNOWN
 
     def binop(self, node, op: ast.operator, left, right, scope: Scope) -> Value:
+        t = type(op)
+        product = t is ast.Mult
+        self.mul_depth += product
         a = self.expr(left, scope)
         b = self.expr(right, scope)
-        t = type(op)
+        self.mul_depth -= product
         if t is ast.Div:
             return self.apply("div", "operator./", node, [left, right], [a, b], {}, {}, None)
         if t is ast.Pow:
@@ -524,10 +535,20 @@ class Walker:
         if t is ast.Add:
             return V.add(a, b, node)
         if t is ast.Sub:
+            if not b.kind and "max" in (_name_of(right) or ""):
+                b = Value(kind="max", node=right, line=node.lineno)
             return V.sub(a, b, node)
         if t is ast.Mult:
             if a.kind != "const" and ast.dump(left) == ast.dump(right):
-                return Value(kind="square", lo=0.0, node=node, line=node.lineno, half=a.half)
+                return Value(
+                    kind="square",
+                    lo=0.0,
+                    node=node,
+                    line=node.lineno,
+                    half=a.half,
+                    base=a.kind,
+                    fw=a.fw,
+                )
             return V.mul(a, b, node)
         return UNKNOWN
 
@@ -604,6 +625,10 @@ class Walker:
         return UNKNOWN
 
     def method(self, qual, name, node, recv_node, recv, operands, values, kw, kwv) -> Value:
+        if name in _RANDOM_METHODS:
+            return Value(kind="random", fw="torch", node=node, line=node.lineno)
+        if name in ("masked_fill", "masked_fill_"):
+            return recv
         if name in ("half", "bfloat16"):
             return replace(recv, half=True, node=node) if recv.kind else Value(half=True)
         if name in _SAME:
@@ -655,6 +680,12 @@ class Walker:
             if name == "cast" and any(d.qual == "dtype.float16" for d in (*values, *kwv.values())):
                 return replace(first, half=True) if first.kind else Value(half=True)
             return first
+        if name in _RANDOM:
+            return Value(kind="random", fw=fw, node=node, line=node.lineno)
+        if name == "where" and len(values) > 2:
+            return V.join(values[1], values[2])
+        if name == "masked_fill" and values:
+            return values[0]
         if name == "epsilon" and qual.startswith("keras."):
             return V.const(1e-7, node)
         if name in ("Sequential",):
@@ -734,6 +765,10 @@ class Walker:
                 fw,
                 hi_is_max=hi.kind == "max",
             )
+        two = len(values) >= 2 and "const" not in (values[0].kind, values[1].kind)
+        if op in ("maximum", "minimum") and two:
+            kind = "max" if op == "maximum" else "min"
+            return Value(kind=kind, node=node, line=node.lineno, fw=fw)
         if op == "maximum" and len(values) >= 2:
             x, c, cn = (values[0], values[1], operands[1])
             if x.kind == "const" and c.kind != "const":
@@ -746,6 +781,8 @@ class Walker:
             if num.kind == "exp" and den.kind == "sum_exp":
                 return V.prob("softmax", node, num.inner, fw, num.half)
             kind = "ratio" if den.kind in ("norm", "sqsum") or den.kind == "sqrt" else ""
+            if num.hi <= 0 and den.lo >= 0 and den.kind != "const":
+                return Value(hi=0.0, node=node, line=node.lineno, fw=fw, shifted=True)
             if den.kind == "const" and num.kind and den.lo > 0:
                 return replace(
                     num,
@@ -765,7 +802,9 @@ class Walker:
             fn = {"add": V.add, "sub": V.sub, "mul": V.mul}[op]
             return fn(values[0], values[1], node)
         if op == "square":
-            return Value(kind="square", lo=0.0, node=node, line=node.lineno, half=a.half, fw=fw)
+            return Value(
+                kind="square", lo=0.0, node=node, line=node.lineno, half=a.half, fw=fw, base=a.kind
+            )
         if op == "norm" and qual.rsplit(".", 1)[-1] in ("normalize", "l2_normalize"):
             return Value(kind="unit", lo=-1.0, hi=1.0, node=node, line=node.lineno, fw=fw)
         inner = operands[0] if operands else None
@@ -792,8 +831,14 @@ def _bound(node, value: Value, absent: float, unknown: float) -> float:
         and type(node.left) is ast.Constant
         and node.left.value == 1
     ):
-        return 1.0
+        return 1.0 - 1e-12  # 1 - eps: below 1, not the literal 1
+
     return unknown
+
+
+def _name_of(node: ast.expr) -> str | None:
+    parts = dotted(node.func if type(node) is ast.Call else node)
+    return parts[-1].lower() if parts else None
 
 
 def _is_no_grad(node: ast.expr) -> bool:

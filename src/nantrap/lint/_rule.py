@@ -87,6 +87,16 @@ class OpCall:
         """Inside ``where(...)`` / ``nan_to_num(...)`` / a conditional that tests it."""
         return self.walker.guard_depth > 0
 
+    @property
+    def negated(self) -> bool:
+        """Inside a unary minus (``-sum(y * log(p))``)."""
+        return self.walker.neg_depth > 0
+
+    @property
+    def in_product(self) -> bool:
+        """Inside an operand of a product (``y * log(p)``)."""
+        return self.walker.mul_depth > 0
+
     def tested(self, node: ast.AST | None) -> bool:
         """A name in ``node`` was compared in an enclosing ``if`` / ``assert`` / ``where``."""
         return node is not None and self.walker.is_tested(node)

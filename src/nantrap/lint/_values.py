@@ -116,13 +116,17 @@ def result(op: str, args: list[Value], node: ast.AST, fw: str | None, inner=None
         if a.shifted or a.hi <= 0:
             return mk("exp_small", 0.0, 1.0)
         return mk("exp", 0.0, INF, base=a.kind)
-    if op in ("relu", "abs", "square"):
-        return mk("nonneg", 0.0, INF)
+    if op in ("relu", "abs"):
+        return mk("nonneg", 0.0, INF, base=op)
+    if op == "square":
+        return mk("square", 0.0, INF, base=a.kind)
     if op == "softplus":
         return mk("pos", 0.0, INF)
     if op == "tanh":
         return mk("tanh", -1.0, 1.0)
     if op in ("norm",):
+        if a.kind == "random":
+            return mk("pos", 0.0, INF)
         return mk("norm", 0.0, INF, base=a.kind)
     if op == "std":
         return mk("std", 0.0, INF)
@@ -156,10 +160,10 @@ def _reduction(op: str, a: Value, mk) -> Value:
             return mk("sum_exp", 0.0, INF, base=a.kind)
         if a.kind == "mask":
             return mk("masksum", 0.0, INF)
-        if a.kind in ("nonneg", "sqsq"):
-            return mk("sqsum" if a.base == "square" else "nonnegsum", 0.0, INF)
+        if a.kind == "nonneg":
+            return mk("nonnegsum", 0.0, INF, base=a.base)
         if a.kind == "square":
-            return mk("sqsum", 0.0, INF)
+            return mk("sqsum", 0.0, INF, base=a.base)
         if a.kind in PROB:
             return mk("probsum", 0.0, INF)
         if a.kind == "unitprod":
@@ -167,10 +171,8 @@ def _reduction(op: str, a: Value, mk) -> Value:
         return mk("sum", a.lo if a.lo >= 0 else -INF, INF, base=a.kind)
     if a.kind == "mask":
         return mk("maskmean", 0.0, 1.0)
-    if a.kind in ("square", "nonneg") and a.base == "square":
-        return mk("sqsum", 0.0, INF)
     if a.kind == "square":
-        return mk("var", 0.0, INF)
+        return mk("sqsum", 0.0, INF, base=a.base)
     return mk("mean", a.lo, a.hi, base=a.kind)
 
 
@@ -235,6 +237,19 @@ def sub(a: Value, b: Value, node: ast.AST) -> Value:
     """a - b: 1 - p keeps the probability's saturation; x - max(x) is safe for exp."""
     line = node.lineno
     half = a.half or b.half
+    if a.kind == "const" and a.lo != 1 and abs(a.lo - 1) < 6e-8 and b.kind != "const":
+        return Value(
+            kind="one_minus",
+            lo=0.0,
+            hi=1.0,
+            base=b.kind,
+            node=node,
+            inner=b.node,
+            line=line,
+            half=half,
+            fw=b.fw,
+            eps=a.lo - 1,
+        )
     if a.kind == "const" and a.lo == 1 and b.kind != "const":
         lo, hi = (0.0, 1.0) if b.lo >= 0 and b.hi <= 1 else (-INF, INF)
         return Value(
@@ -255,7 +270,10 @@ def sub(a: Value, b: Value, node: ast.AST) -> Value:
         return Value(kind=kind, hi=0.0, node=node, line=line, half=half, shifted=True)
     if a.kind == "max" and b.kind == "min":
         return Value(kind="range", lo=0.0, node=node, line=line, half=half)
+    if a.kind == "min" and b.kind == "max":
+        return Value(kind="shifted", hi=0.0, node=node, line=line, half=half, shifted=True)
     if b.kind == "const" and b.lo > 0 and a.kind != "const":
+        keep = a.kind if a.kind in ("linear", "shifted", "logprob", "neg") else ""
         return replace(
             a,
             lo=a.lo - b.lo,
@@ -264,8 +282,9 @@ def sub(a: Value, b: Value, node: ast.AST) -> Value:
             node=node,
             line=line,
             name=None,
-            kind="" if a.kind in PROB else a.kind,
+            kind=keep,
             eps=None,
+            base=a.kind,
         )
     return Value(kind="diff", node=node, line=line, half=half, base=b.kind, inner=b.node)
 
@@ -275,7 +294,7 @@ def mul(a: Value, b: Value, node: ast.AST) -> Value:
     if a.kind == "const" and b.kind == "const":
         return const(a.lo * b.lo, node)
     if a.node is not None and b.node is not None and _same(a, b):
-        return Value(kind="square", lo=0.0, node=node, line=line, half=a.half, base="square")
+        return Value(kind="square", lo=0.0, node=node, line=line, half=a.half, base=a.kind)
     for x, y in ((a, b), (b, a)):
         if y.kind == "const":
             if y.lo > 0:
@@ -291,6 +310,8 @@ def mul(a: Value, b: Value, node: ast.AST) -> Value:
             return Value(node=node, line=line, half=x.half)
     if "linear" in (a.kind, b.kind):
         return Value(kind="linear", node=node, line=line, half=a.half or b.half)
+    if (a.hi <= 0 and b.lo >= 0) or (b.hi <= 0 and a.lo >= 0):
+        return Value(hi=0.0, node=node, line=line, half=a.half or b.half, shifted=True)
     if a.kind in ("norm", "std") and b.kind in ("norm", "std"):
         return Value(kind="norm", lo=0.0, node=node, line=line, fw=a.fw or b.fw)
     if a.kind == "unit" and b.kind == "unit":
@@ -311,7 +332,7 @@ def _same(a: Value, b: Value) -> bool:
 def power(a: Value, p: float | None, node: ast.AST) -> Value:
     line = node.lineno
     if p == 2:
-        return Value(kind="square", lo=0.0, node=node, line=line, half=a.half, base="square")
+        return Value(kind="square", lo=0.0, node=node, line=line, half=a.half, base=a.kind)
     if p is not None and p > 0 and a.nonneg:
         kind = "norm" if a.kind in ("sqsum", "var", "nonnegsum") and p == 0.5 else "nonneg"
         return Value(kind=kind, lo=0.0, node=node, line=line, half=a.half)

@@ -64,8 +64,10 @@ class ClipBeforeLog(Rule):
             return
         if v.kind != "clip" or not v.lo > 0:
             return
-        probability = v.base in PROB or v.base == "one_minus" or v.hi <= 1.0 or v.base == "max"
-        if not probability:
+        known = v.base in PROB
+        bounded = v.hi <= 1.0 or v.base == "max"
+        seed_style = v.hi == 1.0  # clip(y, 1e-8, 1.0): the seed post's "fix"
+        if not (known or seed_style or (bounded and (call.negated or call.in_product))):
             return
         low = "eps" if v.lo == 5e-324 else num(v.lo)
         const = f" = {num(-math.log(v.lo))}" if v.lo > 5e-324 else ""

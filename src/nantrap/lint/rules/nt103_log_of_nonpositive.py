@@ -58,7 +58,9 @@ class LogOfNonpositive(Rule):
         if v.kind == "const" and v.lo <= 0:
             yield call.hit(f"{call.op} of the constant {v.lo:g}: log(x <= 0) is -inf or NaN")
             return
-        if not v.may_be_zero:
+        if not v.may_be_zero or v.kind in ("var", "sqsum", "nonnegsum"):
+            return
+        if v.kind == "nonneg" and v.base != "relu":
             return
         yield call.hit(
             f"{call.op} of {what(call, node, v, v.zero_reason)}: it is exactly 0 when "

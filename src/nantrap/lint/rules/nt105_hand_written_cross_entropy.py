@@ -60,7 +60,9 @@ class HandWrittenCrossEntropy(Rule):
         node, _ = call.operand(0, "input_tensor")
         if node is None:
             return
-        for log_call, arg in _logs_in_products(node, call):
+        logs = _logs_in_products(node, call)
+        binary = len(logs) >= 2  # y * log(p) + (1 - y) * log(1 - p)
+        for log_call, arg in logs:
             v = call.value_of(arg)
             if v.guarded or v.kind in ("clip", "const", "logprob"):
                 continue
@@ -68,7 +70,11 @@ class HandWrittenCrossEntropy(Rule):
                 continue  # NT104 says it better
             fw = call.value_of(log_call).fw or call.fw
             known = v.kind in PROB or (v.kind == "one_minus" and v.base in PROB)
-            if not known and (v.kind or fw not in ("torch", "tf", "keras", "jax")):
+            if not known and (
+                v.kind
+                or fw not in ("torch", "tf", "keras", "jax")
+                or not (call.negated or binary or _negated(node))
+            ):
                 continue
             origin = f", a softmax output (line {v.line})" if v.kind == "softmax" else ""
             loss = _LOSS.get(fw or "", _LOSS["torch"])
@@ -82,6 +88,11 @@ class HandWrittenCrossEntropy(Rule):
                 evidence={"fw": fw},
             )
             return
+
+
+def _negated(node: ast.AST) -> bool:
+    """The summed expression carries the minus: sum(-y * log(p))."""
+    return any(isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub) for n in ast.walk(node))
 
 
 def _logs_in_products(node: ast.AST, call: OpCall):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 
 from nantrap.lint._describe import what
@@ -18,6 +19,25 @@ _WHEN = {
     "nonnegsum": "all entries are 0",
     "range": "all values are equal (max == min)",
 }
+
+
+_SELF = ("norm", "sqsum", "nonnegsum")
+
+
+def _normalizes(numerator: ast.AST, divisor: ast.AST, v) -> bool:
+    """``x / x.norm()``, ``x / norm_fn(x)``, ``p / p.sum()``: x divided by its own size."""
+    key = ast.dump(numerator)
+    candidates = [v.inner]
+    if isinstance(divisor, ast.Call):
+        candidates += divisor.args[:1]
+        if isinstance(divisor.func, ast.Attribute):
+            candidates.append(divisor.func.value)
+    for c in candidates:
+        while isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and not c.args:
+            c = c.func.value  # x.abs().sum(): look through .abs() / .float()
+        if c is not None and ast.dump(c) == key:
+            return True
+    return False
 
 
 class DivisionByPossibleZero(Rule):
@@ -48,11 +68,13 @@ class DivisionByPossibleZero(Rule):
         "import torch\ns = m.sum()\nif s > 0:\n    y = x / s\n",
         "import torch\ny = torch.where(n > 0, x / n, x)\n",
         "y = total / count\n",
+        "import torch\nu = v / v.norm(dim=-1, keepdim=True)\n",
     )
     INVALID = (
         Example("import torch\ny = (x - x.mean()) / x.std()\n", ((2, 5),)),
         Example(
-            "import tensorflow as tf\nn = tf.norm(v, axis=1, keepdims=True)\nu = v / n\n",
+            "import tensorflow as tf\nn = tf.norm(a, axis=1) * tf.norm(b, axis=1)\n"
+            "c = tf.reduce_sum(a * b, 1) / n\n",
             ((3, 5),),
         ),
         Example("import torch\nloss = (l * m).sum() / (t > 0).sum()\n", ((2, 8),)),
@@ -64,6 +86,9 @@ class DivisionByPossibleZero(Rule):
             return
         if call.in_guard or call.tested(node):
             return
+        numerator = call.operands[0] if call.op == "div" else None
+        if v.kind in _SELF and numerator is not None and _normalizes(numerator, node, v):
+            return  # x / x.norm(): zero only for an all-zero x, which normalizing code rules out
         yield call.hit(
             f"division by {what(call, node, v, v.zero_reason)}: it is 0 when "
             f"{_WHEN[v.kind]}; x / 0 = inf, 0 / 0 = NaN",

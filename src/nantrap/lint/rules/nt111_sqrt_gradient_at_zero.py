@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from nantrap.lint._describe import what
 from nantrap.lint._rule import Example, Hit, OpCall, Rule
 
-_KINDS = ("sqsum", "nonnegsum", "var", "square", "nonneg", "masksum", "count")
+_KINDS = ("sqsum", "square")  # of a difference: the distance of a point to itself
 _BETTER = {
     "torch": "torch.linalg.vector_norm(d) (its gradient at 0 is 0) or sqrt(x + eps)",
     "tf": "tf.sqrt(x + eps) (tf.norm has the same NaN gradient at 0)",
@@ -49,7 +49,7 @@ class SqrtGradientAtZero(Rule):
             "import tensorflow as tf\nd = tf.sqrt(tf.reduce_sum(tf.square(a - b), 1))\n",
             ((2, 5),),
         ),
-        Example("import torch\nr = (x.pow(2).mean()) ** 0.5\n", ((2, 5),)),
+        Example("import torch\nr = ((a - b).pow(2).sum()) ** 0.5\n", ((2, 5),)),
     )
 
     def check(self, call: OpCall) -> Iterator[Hit]:
@@ -58,7 +58,7 @@ class SqrtGradientAtZero(Rule):
             _, p = call.operand(1, "exponent")
             if p.kind != "const" or not 0 < p.lo < 1:
                 return
-        if node is None or v.kind not in _KINDS or (not v.may_be_zero and v.kind != "square"):
+        if node is None or v.kind not in _KINDS or v.base != "diff":
             return
         if v.guarded or not call.differentiable or call.in_guard or call.tested(node):
             return
