@@ -14,6 +14,7 @@ Keys may also sit under ``[tool.nantrap.lint]``, which wins.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import sys
 from dataclasses import dataclass, field, replace
@@ -73,16 +74,22 @@ class LintConfig:
                     ignore = ignore + codes
         return _match(code, self.select) > _match(code, ignore)
 
-    def excluded(self, path: Path) -> bool:
-        rel = self._relative(str(path))
-        parts = Path(rel).parts
+    def excluded(self, path: Path, base: Path | None = None) -> bool:
+        """``path``, found under the walked folder ``base``, matches an exclude pattern.
+
+        A pattern matches the file name, a folder name below ``base``, or the path relative
+        to ``base`` or to the configuration's folder.
+        """
+        rels = [self._relative(str(path))] if self.root is not None else []
+        if base is not None:
+            with contextlib.suppress(ValueError):
+                rels.append(str(path.relative_to(base)))
         for pattern in self.exclude:
-            if (
-                pattern in parts
-                or fnmatch.fnmatch(rel, pattern)
-                or fnmatch.fnmatch(path.name, pattern)
-            ):
+            if fnmatch.fnmatch(path.name, pattern):
                 return True
+            for rel in rels:
+                if fnmatch.fnmatch(rel, pattern) or pattern in Path(rel).parts[:-1]:
+                    return True
         return False
 
     def _relative(self, path: str) -> str:

@@ -246,21 +246,21 @@ def discover(paths: Iterable[Path], config: LintConfig) -> Iterator[Path]:
     """Python files and notebooks under ``paths`` (explicit files are always included)."""
     for path in paths:
         if path.is_dir():
-            yield from sorted(_walk(path, config))
+            yield from sorted(_walk(path, config, path))
         else:
             yield path
 
 
-def _walk(root: Path, config: LintConfig) -> Iterator[Path]:
+def _walk(root: Path, config: LintConfig, base: Path) -> Iterator[Path]:
     try:
         entries = list(root.iterdir())
     except OSError:
         return
     for entry in entries:
-        if config.excluded(entry):
+        if config.excluded(entry, base):
             continue
         if entry.is_dir() and not entry.is_symlink():
-            yield from _walk(entry, config)
+            yield from _walk(entry, config, base)
         elif entry.suffix in (".py", ".ipynb") and entry.is_file():
             yield entry
 
