@@ -275,8 +275,9 @@ class Walker:
             else:
                 self.expr(target.value, scope)
         elif t is ast.Tuple or t is ast.List:
-            for elt in target.elts:
-                self.bind(elt, UNKNOWN, scope)
+            items = v.items if v.items is not None and len(v.items) == len(target.elts) else None
+            for i, elt in enumerate(target.elts):
+                self.bind(elt, items[i] if items else UNKNOWN, scope)
         elif t is ast.Starred:
             self.bind(target.value, UNKNOWN, scope)
         elif t is ast.Subscript:
@@ -353,6 +354,16 @@ class Walker:
                     for k, v in scope.vars.items():
                         if k.startswith("self."):
                             info["attrs"][k] = v
+            # attributes set elsewhere (``fit`` stores ``self.std``): facts all agree on
+            later: dict[str, Value] = {}
+            for name, fn in info["methods"].items():
+                if name in _INIT or name in _FORWARD or _cheap_skip(fn):
+                    continue
+                scope = self.function(fn, outer, info)
+                for k, v in scope.vars.items():
+                    if k.startswith("self.") and k not in info["attrs"]:
+                        later[k] = V.join(later[k], v) if k in later else v
+            info["attrs"].update(later)
         finally:
             self.emit = saved
         return info
@@ -482,6 +493,14 @@ class Walker:
             else:
                 self.expr(node.elt, inner)
             v = UNKNOWN
+        elif t is ast.Tuple and type(node.ctx) is ast.Load:
+            items = tuple(self.expr(e, scope) for e in node.elts)
+            known = any(i.kind or i.layer or i.instance for i in items)
+            v = (
+                Value(items=items)
+                if known and not any(type(e) is ast.Starred for e in node.elts)
+                else UNKNOWN
+            )
         elif t is ast.NamedExpr:
             v = self.expr(node.value, scope)
             self.bind(node.target, v, scope)
@@ -780,6 +799,8 @@ class Walker:
             num, den = values[0], values[1]
             if num.kind == "exp" and den.kind == "sum_exp":
                 return V.prob("softmax", node, num.inner, fw, num.half)
+            if num.kind == "const" and num.lo == 1 and den.kind == "one_plus_exp":
+                return V.prob("sigmoid", node, None, fw, den.half)
             kind = "ratio" if den.kind in ("norm", "sqsum") or den.kind == "sqrt" else ""
             if num.hi <= 0 and den.lo >= 0 and den.kind != "const":
                 return Value(hi=0.0, node=node, line=node.lineno, fw=fw, shifted=True)
@@ -834,6 +855,14 @@ def _bound(node, value: Value, absent: float, unknown: float) -> float:
         return 1.0 - 1e-12  # 1 - eps: below 1, not the literal 1
 
     return unknown
+
+
+def _cheap_skip(fn: ast.AST) -> bool:
+    """A method that stores no ``self.x = ...`` need not be walked for attributes."""
+    for node in ast.walk(fn):
+        if type(node) is ast.Attribute and type(node.ctx) is ast.Store:
+            return False
+    return True
 
 
 def _name_of(node: ast.expr) -> str | None:

@@ -53,6 +53,7 @@ class Value:
     layer_out: Value | None = None  # what calling the object returns (nn.Sequential)
     func: ast.AST | None = None  # a user function / class defined in this file
     instance: ast.ClassDef | None = None  # an instance of a class defined in this file
+    items: tuple[Value, ...] | None = None  # a tuple's elements (``return probs, logits``)
 
     @property
     def is_prob(self) -> bool:
@@ -335,7 +336,7 @@ def power(a: Value, p: float | None, node: ast.AST) -> Value:
         return Value(kind="square", lo=0.0, node=node, line=line, half=a.half, base=a.kind)
     if p is not None and p > 0 and a.nonneg:
         kind = "norm" if a.kind in ("sqsum", "var", "nonnegsum") and p == 0.5 else "nonneg"
-        return Value(kind=kind, lo=0.0, node=node, line=line, half=a.half)
+        return Value(kind=kind, lo=0.0, node=node, line=line, half=a.half, guarded=a.guarded)
     return Value(node=node, line=line, half=a.half)
 
 

@@ -111,7 +111,9 @@ def _logs_in_products(node: ast.AST, call: OpCall):
             for side in (n.left, n.right):
                 while isinstance(side, ast.UnaryOp) and isinstance(side.op, ast.USub):
                     side = side.operand
-                if isinstance(side, ast.Call) and call.value_of(side).kind == "log":
+                if isinstance(side, ast.BinOp) and isinstance(side.op, ast.Mult):
+                    terms.append(side)  # y * log(p) * w
+                elif isinstance(side, ast.Call) and call.value_of(side).kind == "log":
                     arg = side.args[0] if side.args else None
                     if arg is None and isinstance(side.func, ast.Attribute):
                         arg = side.func.value

@@ -21,7 +21,7 @@ _WHEN = {
 }
 
 
-_SELF = ("norm", "sqsum", "nonnegsum")
+_SELF = ("norm", "sqsum", "nonnegsum", "std")
 
 
 def _normalizes(numerator: ast.AST, divisor: ast.AST, v) -> bool:

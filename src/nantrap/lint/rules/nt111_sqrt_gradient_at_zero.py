@@ -58,11 +58,16 @@ class SqrtGradientAtZero(Rule):
             _, p = call.operand(1, "exponent")
             if p.kind != "const" or not 0 < p.lo < 1:
                 return
-        if node is None or v.kind not in _KINDS or v.base != "diff":
+        clamped_at_zero = v.kind == "clip" and v.lo == 0 and not v.guarded
+        if node is None or not (clamped_at_zero or (v.kind in _KINDS and v.base == "diff")):
             return
         if v.guarded or not call.differentiable or call.in_guard or call.tested(node):
             return
+        if "var" in call.text(node).lower():
+            return  # a std from a variance: torch.std has the same gradient at 0
         what_ = what(call, node, v, v.zero_reason if v.kind != "square" else "a square")
+        if clamped_at_zero:
+            what_ = what(call, node, v, "a value clamped to >= 0")
         yield call.hit(
             f"sqrt of {what_} on a gradient path: it is exactly 0 when its inputs are (a "
             "point's distance to itself), d sqrt(x)/dx = 1/(2 sqrt(x)) = inf there, and "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 
 from nantrap.lint._describe import snippet
@@ -63,10 +64,16 @@ class InverseTrigDomain(Rule):
                     fix="keep the pre-activation, or clamp to (-1 + 1e-6, 1 - 1e-6)",
                 )
             return
-        if v.kind not in _SOURCES:
+        computed = (
+            isinstance(node, ast.BinOp)
+            and call.differentiable
+            and v.kind in ("", "diff", "ratio", "linear")
+        )
+        if v.kind not in _SOURCES and not computed:
             return
+        source = _SOURCES.get(v.kind, "a computed value")
         yield call.hit(
-            f"{call.op} of {snippet(call, node)}, {_SOURCES[v.kind]}: rounding gives |x| = "
+            f"{call.op} of {snippet(call, node)}, {source}: rounding gives |x| = "
             f"1.0000001 for parallel vectors, where {call.op} is NaN, and its gradient "
             "1/sqrt(1 - x**2) is inf at ±1",
             fix="clamp to [-1 + 1e-7, 1 - 1e-7] first, or use atan2",
