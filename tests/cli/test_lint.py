@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import run_nantrap
 
-BAD = "import torch\n\ny = torch.log(torch.softmax(z, dim=1))\nn = x / x.std()\n"
+BAD = "import torch\n\ny = torch.log(torch.softmax(z, dim=1))\nn = (x - x.mean()) / x.std()\n"
 CLEAN = "import torch\n\ny = torch.log_softmax(z, dim=1)\n"
 
 
