@@ -777,3 +777,68 @@ op(
     tf=("tf.nn.sigmoid_cross_entropy_with_logits",),
     output_range=(0.0, INF),
 )
+
+# --- added by lint: element-wise max/min, counts, cosine similarity ------------------------
+op(
+    "maximum",
+    B,
+    "element-wise max(x, y)",
+    torch=("torch.maximum", "torch.fmax", "Tensor.maximum"),
+    aten=("aten.maximum",),
+    tf=("tf.math.maximum", "tf.maximum"),
+    tf_op=("Maximum",),
+    keras=("keras.ops.maximum",),
+    onnx=("Max",),
+    **_np("maximum", "fmax"),
+    blocks_gradient=True,
+    grad_hazard="gradient is 0 for the smaller operand (max(p, eps) blocks p below eps)",
+    trap="NT102",
+)
+op(
+    "minimum",
+    B,
+    "element-wise min(x, y)",
+    torch=("torch.minimum", "torch.fmin", "Tensor.minimum"),
+    aten=("aten.minimum",),
+    tf=("tf.math.minimum", "tf.minimum"),
+    tf_op=("Minimum",),
+    keras=("keras.ops.minimum",),
+    onnx=("Min",),
+    **_np("minimum", "fmin"),
+    blocks_gradient=True,
+)
+op(
+    "amin",
+    R,
+    "minimum along dims",
+    torch=("torch.amin", "Tensor.amin", "torch.min", "Tensor.min"),
+    aten=("aten.amin", "aten.min"),
+    tf=("tf.math.reduce_min", "tf.reduce_min"),
+    tf_op=("Min",),
+    keras=("keras.ops.min",),
+    onnx=("ReduceMin",),
+    **_np("min", "amin"),
+)
+op(
+    "count_nonzero",
+    R,
+    "number of non-zero elements",
+    torch=("torch.count_nonzero", "Tensor.count_nonzero"),
+    aten=("aten.count_nonzero",),
+    tf=("tf.math.count_nonzero", "tf.count_nonzero"),
+    keras=("keras.ops.count_nonzero",),
+    **_np("count_nonzero"),
+    output_range=(0.0, INF),
+)
+op(
+    "cosine_similarity",
+    Kind.REDUCTION,
+    "x . y / (|x| |y|), in [-1, 1] up to rounding",
+    torch=(
+        "torch.nn.functional.cosine_similarity",
+        "torch.cosine_similarity",
+        "torch.nn.CosineSimilarity",
+    ),
+    aten=("aten.cosine_similarity",),
+    output_range=(-1.0, 1.0),
+)
