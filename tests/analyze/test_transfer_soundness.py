@@ -100,7 +100,7 @@ def check(name: str, fmt_name: str, data) -> None:
 
 @pytest.mark.parametrize("fmt_name", sorted(DTYPES))
 @pytest.mark.parametrize("name", sorted(TRANSFER))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_transfer_is_sound(name, fmt_name, data):
     check(name, fmt_name, data)

@@ -264,9 +264,16 @@ def _with_precondition(
     ):
         return finding
     node = finding.location.node
+    from nantrap.analyze._interpreter import ancestors
+
+    upstream = set(ancestors(graph, node))
+    fixed = {k: v for k, v in ranges.items() if k not in upstream}
+    ranges = {k: v for k, v in ranges.items() if k in upstream}
+    if not ranges:
+        return finding
 
     def safe(t: float) -> bool:
-        shrunk = {k: _shrink(v, t) for k, v in ranges.items()}
+        shrunk = {**fixed, **{k: _shrink(v, t) for k, v in ranges.items()}}
         run: Run = interpret(graph, shrunk, weight_bound=weights)
         return not any(h.nonfinite and not h.grad for h in run.hazards.get(node, ()))
 

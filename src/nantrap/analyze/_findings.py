@@ -68,11 +68,20 @@ def layers(graph: Graph, run: Run) -> list[Layer]:
     return rows
 
 
+def _single(node: Node) -> bool:
+    if node.neutral != "softmax" or not node.shape:
+        return False
+    try:
+        return node.shape[node.attrs.get("dim", -1)] == 1
+    except (IndexError, TypeError):
+        return False
+
+
 def _flags(node: Node, iv: Interval, run: Run) -> tuple[str, ...]:
     flags = []
     if node.name in run.unsupported:
         flags.append("unknown")
-    if node.neutral and node.name not in run.unsupported:
+    if node.neutral and node.name not in run.unsupported and not _single(node):
         op = get_op(node.neutral)
         lo, hi = op.output_range
         if (op.saturates and iv.is_finite) or (op.saturates and node.neutral == "exp"):
@@ -319,6 +328,8 @@ def _saturation(view: _View, node: Node) -> Finding | None:
     if node.neutral not in ("sigmoid", "softmax", "tanh") or node.name in view.run.unsupported:
         return None
     iv = view.run.intervals[node.name]
+    if _single(node):  # a softmax over one element is exactly 1 by definition
+        return None
     lo, hi = get_op(node.neutral).output_range
     ends = [v for v in (lo, hi) if v in (iv.lo, iv.hi)]
     if not ends:

@@ -183,12 +183,14 @@ def ulp(x: float, fmt: FloatFormat) -> float:
 
 
 def _round(x: float, fmt: FloatFormat, up: bool, ulps: int) -> float:
-    if math.isinf(x):
+    if math.isinf(x) or x == 0:  # an exact 0 stays 0: kernels keep the sign of x*x, relu...
         return x
     step = ulp(x, fmt)
     q = x / step
     y = (math.ceil(q) if up else math.floor(q)) * step
     for _ in range(ulps):
+        if math.isinf(y):
+            break
         y = y + ulp(y if up else y - fmt.smallest_subnormal, fmt) * (1 if up else -1)
     if y > fmt.max:
         return INF

@@ -32,7 +32,8 @@ def rows_bound(ctx: Ctx, x: Interval, pos: np.ndarray, neg: np.ndarray, bias=Non
         hi = _scale(pos, x.hi) + _scale(neg, x.lo)
         if bias is not None:
             lo, hi = lo + bias, hi + bias
-    lo, hi = np.nan_to_num(lo, nan=-INF), np.nan_to_num(hi, nan=INF)
+    lo = np.nan_to_num(lo, nan=-INF, posinf=INF, neginf=-INF)
+    hi = np.nan_to_num(hi, nan=INF, posinf=INF, neginf=-INF)
     out = Interval(float(lo.min()), float(hi.max()))
     k_total = float((pos - neg).max()) * x.magnitude if x.is_finite else INF
     return widen(out, slack(ctx, _k_of(pos), k_total))

@@ -27,7 +27,12 @@ def slack(ctx: Ctx, k: int, total: float) -> float:
 
 
 def widen(x: Interval, d: float) -> Interval:
-    return x if d == 0 else Interval(x.lo - d, x.hi + d)
+    """``x`` plus rounding slack ``d``; a sign-definite sum keeps its sign in float."""
+    if d == 0:
+        return x
+    lo = x.lo - d if x.lo < 0 else max(0.0, x.lo - d)
+    hi = x.hi + d if x.hi > 0 else min(0.0, x.hi + d)
+    return Interval(lo, hi)
 
 
 def _k(ctx: Ctx) -> int | None:
