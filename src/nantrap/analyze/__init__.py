@@ -298,7 +298,9 @@ def _amend(finding: Finding, note: str, box) -> Finding:
 
     evidence = dict(finding.evidence)
     evidence["safe_inputs"] = box
-    return replace(finding, fix=(finding.fix or "") + note, evidence=evidence)
+    fix = (finding.fix or "").rstrip()
+    fix = fix + ("" if fix.endswith(".") else ".") + note
+    return replace(finding, fix=fix, evidence=evidence)
 
 
 def _shrink(v: Interval, t: float) -> Interval:

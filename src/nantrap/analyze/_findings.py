@@ -234,7 +234,12 @@ def _from_hazard(view: _View, node: Node, hazard: Hazard) -> Finding | None:
 
 def _fix(code: str, node: Node, producer: Node | None, run: Run) -> str:
     where = f" in {producer.module}" if producer is not None and producer.module else ""
-    arg = f"{producer.neutral or producer.op}{where}" if producer is not None else "its input"
+    if producer is None:
+        arg = "its input"
+    elif producer.kind != "op":
+        arg = f"{producer.kind} {producer.name}"
+    else:
+        arg = f"{producer.neutral or producer.op}{where}"
     fixes = {
         "NT101": "replace log(softmax(x)) by log_softmax(x), or compute the loss from the "
         "logits with cross_entropy (tf.nn.softmax_cross_entropy_with_logits)",
