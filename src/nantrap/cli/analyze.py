@@ -80,7 +80,9 @@ def _weights(text: str) -> float:
     try:
         value = float(text.strip().lstrip("±").lstrip("+-"))
     except ValueError:
-        raise ConfigError(f"--weights {text!r}: write a bound B (or ±B), e.g. --weights 0.5")
+        raise ConfigError(
+            f"--weights {text!r}: write a bound B (or ±B), e.g. --weights 0.5"
+        ) from None
     if not value > 0:
         raise ConfigError(f"--weights {text!r}: the bound must be > 0")
     return value
