@@ -342,6 +342,8 @@ def _saturation(view: _View, node: Node) -> Finding | None:
     code = "NT204" if node.neutral == "softmax" else "NT203"
     src = node.inputs[0] if node.inputs else None
     x = view.run.intervals[src] if src else Interval.unknown()
+    if x.lo == -math.inf and node.neutral == "softmax":
+        return None  # a -inf mask (causal attention) makes exact 0s on purpose
     return Finding(
         code=code,
         message=f"{node.neutral} ({node.name}{', ' + node.module if node.module else ''}) "

@@ -100,7 +100,7 @@ def norm(ctx: Ctx, x: Interval, *_rest: Interval | None) -> Interval:
     p = ctx.attr("ord", ctx.attr("p", 2))
     p = 2.0 if p in (None, "fro") else float(p)
     least = 0.0 if 0 in x else min(abs(x.lo), abs(x.hi))
-    if ctx.attr("_framework") != "torch":  # torch defines the gradient at 0 as 0
+    if ctx.attr("_framework") == "tensorflow":  # torch defines the gradient at 0 as 0
         grad_pole(ctx, "norm", Interval(least, least), 0.0)
     if p == math.inf:
         return Interval(least, x.magnitude)
@@ -122,7 +122,7 @@ def var(ctx: Ctx, x: Interval, *_rest: Interval | None) -> Interval:
 
 @transfer("std", ref=lambda x, dim=-1: x.std(axis=dim, ddof=1), example=RED)
 def std(ctx: Ctx, x: Interval, *_rest: Interval | None) -> Interval:
-    if ctx.attr("_framework") != "torch":
+    if ctx.attr("_framework") == "tensorflow":
         grad_pole(ctx, "std", Interval(0.0, 0.0), 0.0)
     return Interval(0.0, math.sqrt(_var_hi(ctx, x)) * (1 + 8 * (ctx.fmt.eps if ctx.fmt else 0)))
 
