@@ -48,9 +48,13 @@ class Layer:
 
 
 def layers(graph: Graph, run: Run) -> list[Layer]:
+    fed = set()  # nodes that depend on a model input; the rest compute weights
+    for node in graph.nodes:
+        if node.kind == "input" or any(i in fed for i in node.inputs if i is not None):
+            fed.add(node.name)
     rows = []
     for node in graph.nodes:
-        if node.kind != "op":
+        if node.kind != "op" or node.name in run.constant or node.name not in fed:
             continue
         iv = run.intervals[node.name]
         rows.append(
@@ -275,7 +279,7 @@ def _log_patterns(view: _View, node: Node, hazards: list[Hazard]) -> list[Findin
     run = view.run
     x = run.intervals[node.inputs[0]]
     fmt = dtype_format(node.dtype)
-    if producer.neutral == "clip":
+    if _is_clip(view, producer):
         return [
             Finding(
                 code="NT102",
@@ -317,6 +321,18 @@ def _log_patterns(view: _View, node: Node, hazards: list[Hazard]) -> list[Findin
             engine="analyze",
         )
     ]
+
+
+def _is_clip(view: _View, node: Node) -> bool:
+    """clip, or max/min against a constant (TF's clip_by_value is Minimum + Maximum)."""
+    if node.neutral == "clip":
+        return True
+    if node.neutral not in ("maximum", "minimum"):
+        return False
+    return any(
+        (i is not None and view.index[i].kind == "const") or i in view.run.constant
+        for i in node.inputs
+    )
 
 
 def _spread_limit(producer: Node, fmt) -> float:

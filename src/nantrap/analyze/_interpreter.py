@@ -8,6 +8,7 @@ collected (all of them) into ``Run.unsupported``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class Run:
     hazards: dict[str, list[Hazard]] = field(default_factory=dict)
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     unsupported: dict[str, str] = field(default_factory=dict)  # node -> reason
+    constant: set[str] = field(default_factory=set)  # op nodes whose value is known (weights)
     defaulted_inputs: list[str] = field(default_factory=list)
 
 
@@ -86,6 +88,8 @@ def interpret(
             value = graph.values.get(node.name)
             if node.kind == "param" and weight_bound is not None:
                 run.intervals[node.name] = Interval(-weight_bound, weight_bound)
+            elif value is None and node.inputs and node.inputs[0] in run.intervals:
+                run.intervals[node.name] = run.intervals[node.inputs[0]]  # its initializer
             elif value is None:
                 run.intervals[node.name] = dtype_range(node.dtype)
             else:
@@ -95,6 +99,7 @@ def interpret(
             run.facts[node.name] = {}
             continue
         _step(graph, index, node, run, consts, strict)
+    run.constant = {n for n in consts if index[n].kind == "op"}
     if strict and run.unsupported:
         raise UnsupportedOpError(unsupported_message(graph, run.unsupported))
     return run
@@ -183,6 +188,9 @@ def _carried_facts(node: Node, run: Run, index: dict) -> dict:
 
 
 def _fold(node: Node, ctx: Ctx, consts: dict, entry) -> None:
+    if node.neutral == "reshape":
+        _fold_reshape(node, consts)
+        return
     if get_op(node.neutral).kind.value not in _FOLD_KINDS:
         return
     values = [consts.get(i) for i in node.inputs if i is not None]
@@ -199,6 +207,34 @@ def _fold(node: Node, ctx: Ctx, consts: dict, entry) -> None:
         except ValueError:
             return
     if np.isfinite(out).all():
+        consts[node.name] = out
+
+
+_PURE_RESHAPE = re.compile(
+    r"(^|\.)(view|reshape|_unsafe_view|flatten|unflatten|unsqueeze|squeeze|clone|contiguous|"
+    r"detach|alias|lift_fresh_copy)(\.|$)|^(Identity|Reshape|Squeeze|ExpandDims|Flatten|"
+    r"Unsqueeze|ReadVariableOp|Snapshot|StopGradient)$"
+)
+
+
+def _fold_reshape(node: Node, consts: dict) -> None:
+    """Keep a weight known through Identity/Reshape/transpose, so matmul sees its rows."""
+    src = consts.get(node.inputs[0]) if node.inputs and node.inputs[0] else None
+    if src is None:
+        return
+    op = node.op
+    out = None
+    if _PURE_RESHAPE.search(op):
+        out = (
+            src
+            if node.shape is None
+            else (src.reshape(node.shape) if src.size == math.prod(node.shape) else None)
+        )
+    elif src.ndim == 2 and re.search(r"(^|\.)(t|transpose|numpy_T)(\.|$)|^Transpose$", op):
+        out = src.T
+    elif "permute" in op and node.attrs.get("dims") is not None:
+        out = np.transpose(src, node.attrs["dims"])
+    if out is not None:
         consts[node.name] = out
 
 

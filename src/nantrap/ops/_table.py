@@ -1140,3 +1140,11 @@ op(
     aten=("aten.group_norm",),
     onnx=("GroupNormalization", "InstanceNormalization"),
 )
+op(
+    "random",
+    S,
+    "random values (weight initializers): truncated normal in ±2, uniform in [0, 1)",
+    aten=("aten.rand", "aten.rand_like", "aten.randn", "aten.randn_like", "aten.normal"),
+    tf_op=("TruncatedNormal", "RandomUniform", "RandomStandardNormal", "StatelessTruncatedNormal"),
+    onnx=("RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike"),
+)

@@ -120,6 +120,8 @@ class Ctx:
 
     def reduced(self, i: int = 0) -> int | None:
         """How many input elements feed each output element of a reduction."""
+        if i == 0 and self.attrs.get("count"):
+            return int(self.attrs["count"])
         n, shape = self.numel(i), self.out_shape
         if n is None or shape is None:
             return None

@@ -138,6 +138,8 @@ def conv(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Inter
     if _padded(ctx):
         x = x | Interval.point(0.0)
     wv, bv = ctx.const(1), ctx.const(2)
+    if wv is not None and ctx.attr("filter_layout") == "HWIO":  # TensorFlow: (*k, in, out)
+        wv = np.moveaxis(wv, -1, 0)
     if wv is None:
         shape = ctx.shape(1)
         k = math.prod(shape[1:]) if shape else 1 << 30

@@ -52,3 +52,21 @@ def full(ctx: Ctx, *args: Interval | None) -> Interval:
         return Interval(min(start, end), max(start, end))
     given = [a for a in args if a is not None]
     return given[-1] if given else Interval.unknown()
+
+
+@transfer(
+    "random",
+    ref=lambda _op="TruncatedNormal": np.random.default_rng(0).uniform(-2.0, 2.0, 8),
+    exact=True,
+    example=Example(shapes=(), attrs={"_op": "TruncatedNormal"}),
+)
+def random(ctx: Ctx, *args: Interval | None) -> Interval:
+    """Truncated normal: [-2, 2]; uniform: [0, 1); normal: a 6-sigma bound (exceeded with
+    probability 2e-9 per draw, stated as an assumption)."""
+    kind = str(ctx.attr("_op", ""))
+    if "Truncated" in kind:
+        return Interval(-2.0, 2.0)
+    if "Uniform" in kind or ("rand" in kind and "randn" not in kind):
+        lo, hi = ctx.attr("low", ctx.attr("minval", 0.0)), ctx.attr("high", ctx.attr("maxval", 1.0))
+        return Interval(float(lo), float(hi))
+    return Interval(-6.0, 6.0)
