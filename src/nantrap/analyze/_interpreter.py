@@ -93,7 +93,9 @@ def interpret(
             elif value is None:
                 run.intervals[node.name] = dtype_range(node.dtype)
             else:
-                arr = np.asarray(value, dtype=np.float64)
+                arr = np.asarray(value)
+                if arr.dtype.kind != "f" or arr.size <= 1 << 20:
+                    arr = arr.astype(np.float64)
                 consts[node.name] = arr
                 run.intervals[node.name] = Interval.hull(arr) if arr.size else Interval(0, 0)
             run.facts[node.name] = {}

@@ -64,10 +64,13 @@ class Interval:
         """The smallest interval holding every value of an iterable or array (NaN ignored)."""
         import numpy as np
 
-        arr = np.asarray(values, dtype=np.float64)
-        arr = arr[~np.isnan(arr)]
-        if arr.size == 0:
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "fiub":
+            arr = arr.astype(np.float64)
+        if arr.size == 0 or (arr.dtype.kind == "f" and np.isnan(arr).all()):
             return cls.unknown()
+        if arr.dtype.kind == "f":
+            return cls(float(np.nanmin(arr)), float(np.nanmax(arr)))
         return cls(float(arr.min()), float(arr.max()))
 
     def __contains__(self, x: object) -> bool:

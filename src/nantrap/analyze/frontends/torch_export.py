@@ -53,8 +53,8 @@ def _np(t) -> np.ndarray:
     import torch
 
     t = t.detach()
-    if t.is_floating_point():
-        t = t.to(torch.float64)
+    if t.is_floating_point():  # float32 keeps big models small; sums accumulate in float64
+        t = t.to(torch.float32 if t.numel() > 1 << 20 else torch.float64)
     return t.cpu().numpy()
 
 

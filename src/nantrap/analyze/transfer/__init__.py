@@ -101,11 +101,12 @@ class Ctx:
         return default if value is None else value
 
     def const(self, i: int):
-        """The known value of input ``i`` (a float64 array), or None."""
+        """The known value of input ``i`` (float64 unless it is large), or None."""
         if i < len(self.consts) and self.consts[i] is not None:
             import numpy as np
 
-            return np.asarray(self.consts[i], dtype=np.float64)
+            value = np.asarray(self.consts[i])
+            return value if value.size > 1 << 20 else value.astype(np.float64)
         return None
 
     def fact(self, i: int, name: str) -> Any:

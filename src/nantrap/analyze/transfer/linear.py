@@ -45,12 +45,12 @@ def _k_of(pos: np.ndarray) -> int:
 
 def _affine(ctx: Ctx, x: Interval, w: np.ndarray, axis: int, bias=None) -> Interval:
     """Rows are reduced along ``axis`` of the known weight ``w``."""
-    pos = np.maximum(w, 0).sum(axis=axis)
-    neg = np.minimum(w, 0).sum(axis=axis)
+    pos = np.maximum(w, 0).sum(axis=axis, dtype=np.float64)
+    neg = np.minimum(w, 0).sum(axis=axis, dtype=np.float64)
     b = None if bias is None else _bias_for(bias, pos)
     out = rows_bound(ctx, x, pos, neg, b)
     k = w.shape[axis] if w.ndim else 1
-    return widen(out, slack(ctx, k, float(np.abs(w).sum(axis=axis).max()) * x.magnitude))
+    return widen(out, slack(ctx, k, float((pos - neg).max()) * x.magnitude))
 
 
 def _bias_for(bias: np.ndarray, pos: np.ndarray):
