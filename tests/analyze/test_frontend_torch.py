@@ -123,3 +123,17 @@ def test_model_untouched():
     analyze(model, X, input_ranges=UNIT)
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_weight_bound_replaces_the_actual_weights():
+    res = analyze(M.Classifier(fixed=True), X, input_ranges=UNIT, weights=0.5)
+    fc1 = res.layer("fc1").interval
+    assert fc1.hi == pytest.approx(8 * 0.5 + 0.5, rel=1e-3)  # 8 inputs in [0, 1], |w|, |b| <= 0.5
+    assert fc1.lo == pytest.approx(-(8 * 0.5 + 0.5), rel=1e-3)
+
+
+def test_bfloat16_model_is_analyzed_in_bfloat16():
+    model = M.HandSoftmax().to(torch.bfloat16)
+    res = analyze(model, (torch.rand(2, 8, dtype=torch.bfloat16),), input_ranges={"x": "0:100"})
+    (f,) = res.by_code("NT201")  # exp past the bfloat16 max 3.39e38: 16-bit overflow
+    assert f.evidence["dtype"] == "bfloat16"

@@ -195,11 +195,11 @@ def _round(x: float, fmt: FloatFormat, up: bool, ulps: int) -> float:
         if math.isinf(y):
             break
         y = y + ulp(y if up else y - fmt.smallest_subnormal, fmt) * (1 if up else -1)
-    if y > fmt.max:
-        return INF
-    if y < -fmt.max:
-        return -INF
-    return y
+    if abs(x) > fmt.max:  # the exact value is past the format's max: it overflows
+        return INF if x > 0 else -INF
+    # NB: the kernel's last-place error is not allowed to carry a representable result
+    # past max (that would flag every op whose range touches max as an overflow)
+    return min(max(y, -fmt.max), fmt.max)
 
 
 def round_out(x: Interval, fmt: FloatFormat | None, ulps: int = 0) -> Interval:
