@@ -82,6 +82,7 @@ def render_html(log: RunLog, *, source_roots: Sequence[Path] = ()) -> str:
         _facts(log),
         _verdict(log),
         _problems(log.problems),
+        _notes(log),
         _timeline(log),
         _ranges(log),
         _incidents(log, roots),
@@ -110,7 +111,8 @@ def _facts(log: RunLog) -> str:
         ("incidents", len(log.incidents())),
         ("early warnings", len(log.warnings)),
         ("started", head.get("time")),
-        ("command", " ".join(map(str, head.get("argv") or [])) or None),
+        ("command", " ".join(map(str, log.meta.get("command") or head.get("argv") or [])) or None),
+        ("exit code", log.meta.get("exit_code")),
     ]
     cells = "".join(
         f"<div><dt>{escape(k)}</dt><dd>{escape(str(v))}</dd></div>"
@@ -122,20 +124,34 @@ def _facts(log: RunLog) -> str:
 
 def _verdict(log: RunLog) -> str:
     incidents = log.incidents()
-    if not incidents:
-        if not log.steps:
-            return ""
-        return "<div class='verdict clean'>No NaN/Inf incident in this run.</div>"
-    first = incidents[0]
-    lines = [f"<b>First incident:</b> {escape(first.diagnosis.headline())}"]
-    ranks = sorted({i.rank for i in incidents if i.rank is not None})
-    if ranks and log.distributed:
-        lines.append(f"<b>Rank(s) that went bad:</b> {escape(', '.join(map(str, ranks)))}")
-    done = [action_text(a) for i in incidents for a in i.actions]
-    if done:
-        lines.append(f"<b>What the guard did:</b> {escape('; '.join(_unique(done)))}")
-    lines.append(f"<b>Run ended:</b> {escape(log.status)} at step {escape(fmt(log.last_step))}")
-    return "<div class='verdict'>" + "<br>".join(lines) + "</div>"
+    lines = []
+    if incidents:
+        first = incidents[0]
+        lines.append(f"<b>First incident:</b> {escape(first.diagnosis.headline())}")
+        ranks = sorted({i.rank for i in incidents if i.rank is not None})
+        if ranks and log.distributed:
+            lines.append(f"<b>Rank(s) that went bad:</b> {escape(', '.join(map(str, ranks)))}")
+        done = [action_text(a) for i in incidents for a in i.actions]
+        if done:
+            lines.append(f"<b>What the guard did:</b> {escape('; '.join(_unique(done)))}")
+    elif log.steps:
+        lines.append("No NaN/Inf incident in this run.")
+    if log.steps or log.ends:
+        lines.append(f"<b>Run ended:</b> {escape(log.status)} at step {escape(fmt(log.last_step))}")
+    if log.meta.get("error"):
+        lines.append(f"<b>The script raised:</b> {escape(str(log.meta['error']))}")
+    if not lines:
+        return ""
+    clean = "" if incidents or log.meta.get("error") else " clean"
+    return f"<div class='verdict{clean}'>" + "<br>".join(lines) + "</div>"
+
+
+def _notes(log: RunLog) -> str:
+    notes = [str(n) for n in log.meta.get("notes") or []]
+    if not notes:
+        return ""
+    items = "".join(f"<li>{escape(n)}</li>" for n in notes)
+    return f"<div class='problems'><b>Notes from nantrap run</b><ul>{items}</ul></div>"
 
 
 def _problems(problems: Iterable[str]) -> str:

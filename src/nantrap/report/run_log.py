@@ -16,9 +16,10 @@ from typing import Any
 
 from nantrap.findings import SCHEMA_VERSION, Diagnosis
 
-__all__ = ["EVENTS", "Incident", "RunLog", "event_files", "load_run", "number"]
+__all__ = ["EVENTS", "RUN_JSON", "Incident", "RunLog", "event_files", "load_run", "number"]
 
 EVENTS = "events.jsonl"
+RUN_JSON = "run.json"
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -60,6 +61,7 @@ class RunLog:
     actions: list[dict[str, Any]] = field(default_factory=list)
     ends: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what could not be read, and where
+    meta: dict[str, Any] = field(default_factory=dict)  # run.json of ``nantrap run``
     files: list[Path] = field(default_factory=list)
 
     @property
@@ -144,7 +146,7 @@ def event_files(run_dir: Path) -> list[Path]:
     """``events.jsonl`` plus per-rank files (``events.rank1.jsonl``, ``rank1/events.jsonl``)."""
     found = [run_dir / EVENTS] if (run_dir / EVENTS).is_file() else []
     found += sorted(p for p in run_dir.glob("events.*.jsonl") if p.is_file())
-    found += sorted(p for p in run_dir.glob(f"*/{EVENTS}") if p.is_file())
+    found += sorted(p for p in run_dir.glob(f"rank*/{EVENTS}") if p.is_file())
     return found
 
 
@@ -155,12 +157,26 @@ def load_run(run_dir: str | Path) -> RunLog:
     if not path.is_dir():
         log.problems.append(f"{path}: no such run folder")
         return log
+    log.meta = _read_meta(path / RUN_JSON, log.problems)
     log.files = event_files(path)
-    if not log.files:
+    if not log.files and log.meta:
+        log.problems.append(f"{path}: no {EVENTS}: the run guarded no optimizer (see the notes)")
+    elif not log.files:
         log.problems.append(f"{path}: no {EVENTS} in this folder (is it a nantrap run folder?)")
     for file in log.files:
         _read_file(file, log)
     return log
+
+
+def _read_meta(path: Path, problems: list[str]) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        problems.append(f"{path.name}: unreadable ({exc}); ignored")
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _read_file(file: Path, log: RunLog) -> None:
@@ -187,12 +203,11 @@ def _read_file(file: Path, log: RunLog) -> None:
             log.problems.append(f"{where}: {problem}; line skipped")
 
 
-def _add(record: dict[str, Any], log: RunLog, rank: int | None) -> str | None:
+def _add(record: dict[str, Any], log: RunLog, rank: int) -> str | None:
     version = record.get("schema_version", SCHEMA_VERSION)
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         return f"schema_version {version!r} is newer than this nantrap reads ({SCHEMA_VERSION})"
-    if rank is not None:
-        record.setdefault("rank", rank)
+    record.setdefault("rank", rank)
     kind = record.get("type")
     if kind == "run":
         log.runs.append(record)
@@ -211,7 +226,7 @@ def _add(record: dict[str, Any], log: RunLog, rank: int | None) -> str | None:
             return f"diagnosis record does not parse ({exc})"
         if not isinstance(diag, Diagnosis):
             return "diagnosis record of kind Finding, not Diagnosis"
-        if diag.location.rank is None and record.get("rank") is not None:
+        if diag.location.rank is None:
             loc = dataclasses.replace(diag.location, rank=record["rank"])
             diag = dataclasses.replace(diag, location=loc)
         log.diagnoses.append(diag)
@@ -220,9 +235,10 @@ def _add(record: dict[str, Any], log: RunLog, rank: int | None) -> str | None:
     return None
 
 
-def _rank_of(file: Path) -> int | None:
-    """Rank from a per-rank file name (``events.rank2.jsonl`` or ``rank2/events.jsonl``)."""
-    for part in (file.name.split(".")[1] if file.name != EVENTS else "", file.parent.name):
+def _rank_of(file: Path) -> int:
+    """Rank of a per-rank file (``rank2/events.jsonl``, ``events.rank2.jsonl``); else 0."""
+    parts = file.name.split(".")
+    for part in (file.parent.name, parts[1] if len(parts) == 3 else ""):
         if part.startswith("rank") and part[4:].isdigit():
             return int(part[4:])
-    return None
+    return 0
