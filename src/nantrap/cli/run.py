@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nantrap.run import RunConfig, run_guarded
-    from nantrap.run.session import default_log_dir
+    from nantrap.run.session import GUARD_DEFAULTS, default_log_dir
 
     config = RunConfig(
         target=args.target,
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         module=args.module,
         policy=args.policy,
         log_dir=Path(args.log_dir) if args.log_dir else default_log_dir(),
-        guard_options=_options(args.guard_option),
+        guard_options={**GUARD_DEFAULTS, **_options(args.guard_option)},
         report=not args.no_report,
     )
     result = run_guarded(config)

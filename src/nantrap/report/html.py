@@ -201,12 +201,41 @@ def _ranges(log: RunLog) -> str:
     return "<h2 id='ranges'>Layer value ranges</h2>" + _figure(svg, caption, missing)
 
 
+_MAX_CARDS = 6
+
+
 def _incidents(log: RunLog, roots: tuple[Path, ...]) -> str:
+    """A card for the first incident of each kind (code, module, op, rank); a table of all."""
     incidents = log.incidents()
     if not incidents:
         return ""
-    cards = "".join(_card(n, inc, roots, log.distributed) for n, inc in enumerate(incidents, 1))
-    return f"<h2 id='incidents'>Incidents ({len(incidents)})</h2>{cards}"
+    firsts: dict[tuple, Incident] = {}
+    for inc in incidents:
+        d = inc.diagnosis
+        firsts.setdefault((d.code, d.module, d.op, inc.rank), inc)
+    shown = list(firsts.values())[:_MAX_CARDS]
+    number = {id(inc): n for n, inc in enumerate(incidents, 1)}
+    cards = "".join(_card(number[id(inc)], inc, roots, log.distributed) for inc in shown)
+    out = f"<h2 id='incidents'>Incidents ({len(incidents)})</h2>{cards}"
+    if len(incidents) > len(shown):
+        rows = [
+            [
+                str(n),
+                fmt(inc.step),
+                fmt(inc.rank),
+                inc.diagnosis.code,
+                inc.diagnosis.module or "—",
+                "; ".join(action_text(a) for a in inc.actions) or (inc.diagnosis.action or "—"),
+            ]
+            for n, inc in enumerate(incidents, 1)
+        ]
+        out += (
+            f"<details><summary>All {len(incidents)} incidents (a card above for the first "
+            "of each kind)</summary>"
+            + _table(("#", "step", "rank", "code", "module", "action"), rows, left=(4, 5))
+            + "</details>"
+        )
+    return out
 
 
 def _card(n: int, incident: Incident, roots: tuple[Path, ...], distributed: bool) -> str:

@@ -176,12 +176,18 @@ def _log_scale(key: str, values: Sequence[float]) -> bool:
 
 def _mark_events(log: RunLog, axes) -> None:
     top = axes[0]
+    steps = [s.get("step") for s in log.steps if isinstance(s.get("step"), int)]
+    gap = (max(steps) - min(steps)) / 25 if steps else 0
+    labelled: list[int] = []
     for incident in log.incidents():
         step = incident.step
         if step is None:
             continue
         for ax in axes:
             ax.axvline(step, color=_COLORS["incident"], lw=1.4, alpha=0.85, label="incident")
+        if any(abs(step - s) <= gap for s in labelled):
+            continue  # one label per cluster of incidents
+        labelled.append(step)
         trans = blended_transform_factory(top.transData, top.transAxes)
         top.text(
             step,

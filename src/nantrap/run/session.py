@@ -23,10 +23,13 @@ from nantrap.run.attach import all_attachers
 from nantrap.run.imports import ImportWatch
 from nantrap.run.script import check_target, print_script_traceback, run_script
 
-__all__ = ["RUN_JSON", "RunConfig", "RunResult", "default_log_dir", "run_guarded"]
+__all__ = ["GUARD_DEFAULTS", "RunConfig", "RunResult", "default_log_dir", "run_guarded"]
 
 
 log = logging.getLogger("nantrap")
+# what `nantrap run` asks of the guard unless told otherwise: denser step records and range
+# samples than a long-running guard's defaults, for a report with curves and a heatmap
+GUARD_DEFAULTS = {"log_every": 5, "early_warnings": 10}
 
 
 def default_log_dir(now: datetime | None = None) -> Path:
@@ -42,7 +45,7 @@ class RunConfig:
     module: bool = False
     policy: str = "warn"
     log_dir: Path = field(default_factory=default_log_dir)
-    guard_options: dict[str, Any] = field(default_factory=dict)  # passed to the guard
+    guard_options: dict[str, Any] = field(default_factory=lambda: dict(GUARD_DEFAULTS))
     report: bool = True
 
 

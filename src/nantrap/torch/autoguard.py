@@ -1,10 +1,10 @@
 """Guard every ``torch.optim.Optimizer`` an unchanged script creates (``nantrap run``).
 
-While installed, ``Optimizer.__init__`` is wrapped so that each new optimizer's ``step`` and
-``zero_grad`` go through a guard (``nantrap.torch.guard``) built on first use. The script keeps
-its own optimizer object, so ``isinstance`` checks, LR schedulers and ``GradScaler.step(opt)``
-see exactly what they expect; the guard's own calls into the optimizer it wraps reach the real
-methods (a per-call re-entrancy check tells them apart).
+While installed, ``Optimizer.__init__`` is wrapped so that each new optimizer gets a guard
+(``nantrap.torch.guard``, which swaps the instance's class; the script keeps its object) on
+its first ``zero_grad`` or ``step``, when the subclass's ``__init__`` is done and the model
+exists. LR schedulers created for it are tracked (rolled back with it), and the loss of each
+``loss.backward()`` is handed to the guard, so the report has the loss curve.
 
 The model is not passed to an optimizer, so ``ModuleIndex`` finds it: module- and
 parameter-registration hooks record which module owns each parameter and each module's
@@ -13,6 +13,7 @@ parents, and the outermost module holding the most of the optimizer's parameters
 
 from __future__ import annotations
 
+import functools
 import logging
 import types
 import weakref
@@ -92,11 +93,9 @@ class ModuleIndex:
 
 
 class AutoGuard:
-    """Patches ``torch.optim.Optimizer`` while installed; one guard per optimizer created.
+    """Patches torch while installed; one guard per optimizer the script creates.
 
-    ``factory(optimizer, model, policy=..., log_dir=..., **options)`` builds a guard
-    (``nantrap.torch.guard`` by default). The first optimizer logs to ``log_dir``, later ones
-    to ``log_dir/optimizer-N``.
+    The first optimizer logs to ``log_dir``, later ones to ``log_dir/optimizer-N``.
     """
 
     def __init__(
@@ -105,41 +104,41 @@ class AutoGuard:
         policy: str = "warn",
         log_dir: str | Path = "nantrap-run",
         options: dict[str, Any] | None = None,
-        factory: Callable[..., Any] | None = None,
     ) -> None:
         self.policy = policy
         self.log_dir = Path(log_dir)
         self.options = dict(options or {})
-        self.factory = factory
         self.index = ModuleIndex()
-        self.entries: list[dict[str, Any]] = []  # optimizer, guard, model, log_dir, note
+        self.entries: list[dict[str, Any]] = []  # optimizer, model, log_dir, note, built
         self._by_id: dict[int, dict[str, Any]] = {}
-        self._inside: set[tuple[int, str]] = set()
-        self._building = False
-        self._original_init = None
+        self._schedulers: dict[int, list[Any]] = {}
+        self._undo: list[Callable[[], None]] = []
+        self._closed = False
 
     # -- install / remove -------------------------------------------------------------
     def install(self) -> AutoGuard:
-        if self._original_init is not None:
+        if self._undo:
             raise RuntimeError("AutoGuard is already installed")
         self.index.install()
-        original = torch.optim.Optimizer.__init__
+        self._undo.append(self.index.remove)
         auto = self
-
-        def __init__(opt, *args, **kwargs):
-            original(opt, *args, **kwargs)
-            auto._adopt(opt)
-
-        __init__.__wrapped__ = original  # type: ignore[attr-defined]
-        self._original_init = original
-        torch.optim.Optimizer.__init__ = __init__  # type: ignore[method-assign]
+        self._wrap(torch.optim.Optimizer, "__init__", lambda orig: _after(orig, auto._adopt))
+        self._wrap(
+            torch.optim.lr_scheduler.LRScheduler,
+            "__init__",
+            lambda orig: _after(orig, auto._scheduler_made),
+        )
+        self._wrap(torch.Tensor, "backward", lambda orig: _before(orig, auto._backward))
         return self
 
+    def _wrap(self, owner: type, name: str, make: Callable[[Callable], Callable]) -> None:
+        original = owner.__dict__[name]
+        setattr(owner, name, functools.wraps(original)(make(original)))
+        self._undo.append(lambda: setattr(owner, name, original))
+
     def remove(self) -> None:
-        if self._original_init is not None:
-            torch.optim.Optimizer.__init__ = self._original_init  # type: ignore[method-assign]
-            self._original_init = None
-        self.index.remove()
+        while self._undo:
+            self._undo.pop()()
 
     def __enter__(self) -> AutoGuard:
         return self.install()
@@ -147,55 +146,64 @@ class AutoGuard:
     def __exit__(self, *exc) -> None:
         self.remove()
 
-    # -- routing ----------------------------------------------------------------------
-    def _adopt(self, opt: torch.optim.Optimizer) -> None:
-        if self._building or id(opt) in self._by_id:
-            return  # an optimizer the guard builds for itself, or a subclass's 2nd init
-        entry = {"optimizer": opt, "guard": None, "model": None, "built": False, "note": None}
+    # -- patched entry points ---------------------------------------------------------
+    def _adopt(self, opt, *args, **kwargs) -> None:
+        if id(opt) in self._by_id:
+            return
+        entry = {
+            "optimizer": opt,
+            "model": None,
+            "built": False,
+            "note": None,
+            "log_dir": None,
+            "ours": False,
+        }
         self._by_id[id(opt)] = entry
         self.entries.append(entry)
         for name in _ROUTED:
-            setattr(opt, name, types.MethodType(self._router(name), opt))
+            setattr(opt, name, types.MethodType(self._trigger(name), opt))
 
-    def _router(self, name: str):
+    def _trigger(self, name: str):
         auto = self
 
-        def routed(opt, *args, **kwargs):
-            return auto._call(opt, name, args, kwargs)
+        def first_use(opt, *args, **kwargs):
+            auto._build(opt)
+            return getattr(type(opt), name)(opt, *args, **kwargs)
 
-        routed.__name__ = name
-        return routed
+        first_use.__name__ = name
+        first_use._nantrap_trigger = True  # type: ignore[attr-defined]
+        return first_use
 
-    def _call(self, opt, name: str, args, kwargs):
-        key = (id(opt), name)
-        real = getattr(type(opt), name)
-        if key in self._inside:  # the guard calling into the optimizer it wraps
-            return real(opt, *args, **kwargs)
-        guard = self.guard_of(opt)
-        if guard is None:
-            return real(opt, *args, **kwargs)
-        self._inside.add(key)
-        try:
-            return getattr(guard, name)(*args, **kwargs)
-        finally:
-            self._inside.discard(key)
-
-    def guard_of(self, opt: torch.optim.Optimizer):
-        """The guard of an adopted optimizer, built on first use (None if it cannot be)."""
+    def _scheduler_made(self, scheduler, optimizer=None, *args, **kwargs) -> None:
+        opt = getattr(scheduler, "optimizer", None)
+        if opt is None:
+            return
+        self._schedulers.setdefault(id(opt), []).append(scheduler)
         entry = self._by_id.get(id(opt))
-        if entry is None or entry["optimizer"] is not opt:
-            return None
-        if not entry["built"]:
-            entry["built"] = True
-            self._build(entry)
-        return entry["guard"]
+        if entry is not None and entry["ours"]:
+            opt.guard.track(scheduler)
 
-    def _build(self, entry: dict[str, Any]) -> None:
-        opt = entry["optimizer"]
-        model, held, total = self.index.model_of(opt)
-        n = sum(1 for e in self.entries if e["guard"] is not None)
-        log_dir = self.log_dir if n == 0 else self.log_dir / f"optimizer-{n + 1}"
+    def _backward(self, tensor, *args, **kwargs) -> None:
+        if tensor.numel() != 1:
+            return
+        for entry in self.entries:
+            if entry["ours"]:
+                entry["optimizer"].guard.observe_loss(tensor.detach())
+
+    # -- building a guard -------------------------------------------------------------
+    def _build(self, opt) -> None:
+        entry = self._by_id.get(id(opt))
+        if entry is None or entry["built"] or self._closed:
+            return
+        entry["built"] = True
+        _drop_triggers(opt)  # a scheduler's wrapper around one is re-pointed by the guard
         name = type(opt).__name__
+        if getattr(opt, "_nantrap_guard", None) is not None:
+            entry["note"] = f"{name}: already guarded by the script"
+            return
+        model, held, total = self.index.model_of(opt)
+        n = sum(1 for e in self.entries if e["ours"])
+        log_dir = self.log_dir if n == 0 else self.log_dir / f"optimizer-{n + 1}"
         if model is None:
             entry["note"] = (
                 f"{name}: no nn.Module owns its parameters; guarded without a model "
@@ -204,50 +212,73 @@ class AutoGuard:
         elif held < total:
             entry["note"] = (
                 f"{name}: {type(model).__name__} holds {held} of its {total} parameters; "
-                "the rest are checked but not localized"
+                "the others are checked but not localized"
             )
-        factory = self.factory
-        if factory is None:
-            from nantrap.torch import guard as factory
-        self._building = True
+        from nantrap.torch import guard
+
         try:
-            entry["guard"] = factory(
-                opt, model, policy=self.policy, log_dir=str(log_dir), **self.options
+            guard(
+                opt,
+                model,
+                policy=self.policy,
+                log_dir=str(log_dir),
+                scheduler=self._schedulers.get(id(opt)),
+                **self.options,
             )
         except Exception as exc:  # never break the user's run: leave it unguarded
             entry["note"] = f"{name}: not guarded ({type(exc).__name__}: {exc})"
             log.warning("nantrap: %s", entry["note"])
-        finally:
-            self._building = False
-        entry["model"], entry["log_dir"] = model, log_dir
-        if entry["note"] and entry["guard"] is not None:
-            log.info("nantrap: %s", entry["note"])
+            return
+        entry.update(model=model, log_dir=log_dir, ours=True)
 
     # -- the attachment protocol of nantrap.run --------------------------------------
     def describe(self) -> list[str]:
         out = []
         for e in self.entries:
-            if e["guard"] is None:
-                continue
-            model = type(e["model"]).__name__ if e["model"] is not None else "no model"
-            out.append(f"{type(e['optimizer']).__name__} of {model} -> {e['log_dir']}")
+            if e["ours"]:
+                model = type(e["model"]).__name__ if e["model"] is not None else "no model"
+                out.append(f"{type(e['optimizer']).__name__} of {model} -> {e['log_dir']}")
         return out
 
     def close(self, status: str) -> list[str]:
         """Uninstall, close every guard (it writes its end record); notes for the user."""
         self.remove()
-        notes = [e["note"] for e in self.entries if e["note"]]
+        self._closed = True
         for e in self.entries:
-            guard = e["guard"]
-            closer = getattr(guard, "close", None)
-            if callable(closer):
-                try:
-                    closer(status=_guard_status(status))
-                except TypeError:
-                    closer()
-        if not any(e["guard"] is not None for e in self.entries):
+            opt = e["optimizer"]
+            _drop_triggers(opt)
+            guard = opt.__dict__.get("_nantrap_guard")
+            if e["ours"] and guard is not None:
+                guard.close(_guard_status(status))
+        notes = [e["note"] for e in self.entries if e["note"]]
+        if not any(e["ours"] for e in self.entries):
             notes.append("pytorch: the script created no optimizer that could be guarded")
         return notes
+
+
+def _drop_triggers(opt) -> None:
+    """Remove our first-use methods from the instance (not an LR scheduler's wrapper)."""
+    for name in _ROUTED:
+        found = opt.__dict__.get(name)
+        if getattr(found, "_nantrap_trigger", False) and not hasattr(found, "_wrapped_by_lr_sched"):
+            del opt.__dict__[name]
+
+
+def _after(original: Callable, then: Callable) -> Callable:
+    def call(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        then(self, *args, **kwargs)
+        return result
+
+    return call
+
+
+def _before(original: Callable, first: Callable) -> Callable:
+    def call(self, *args, **kwargs):
+        first(self, *args, **kwargs)
+        return original(self, *args, **kwargs)
+
+    return call
 
 
 def _guard_status(run_status: str) -> str:
