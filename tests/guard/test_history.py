@@ -54,3 +54,26 @@ def test_state_dict_round_trip():
     assert copy.spike(100.0, sigma=6, ratio=2, warmup=5) == history.spike(
         100.0, sigma=6, ratio=2, warmup=5
     )
+
+
+def test_truncate_forgets_rolled_back_steps_and_rebuilds_the_ema():
+    history = History()
+    for step in range(10):
+        history.observe(step, loss=1.0 if step < 6 else 1e6, param_norm=1.0)
+        history.observe_ratio(step, 0.1)
+    history.truncate(6)
+    assert [s for s, _ in history.finite("loss")] == [0, 1, 2, 3, 4, 5]
+    assert history.loss_ema.mean == 1.0 and history.loss_ema.count == 6
+    assert [s for s, _ in history.ratios] == [0, 1, 2, 3, 4, 5]
+
+
+def test_weights_growing_needs_steady_growth():
+    history = History()
+    for step in range(8):
+        history.observe(step, param_norm=1.2**step)
+    assert not history.weights_growing(steps=8, factor=3.0)  # needs 9 points
+    history.observe(8, param_norm=1.2**8)
+    assert history.weights_growing(steps=8, factor=3.0)  # 1.2^8 = 4.3
+    assert not history.weights_growing(steps=8, factor=5.0)
+    history.observe(9, param_norm=1.0)
+    assert not history.weights_growing(steps=8, factor=3.0)

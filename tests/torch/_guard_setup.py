@@ -101,3 +101,13 @@ def mse(model, data) -> float:
         value = sum(F.mse_loss(model(x), y).item() for x, y in data) / len(data)
     model.train()
     return value if math.isfinite(value) else math.inf
+
+
+def source_line(marker: str) -> str:
+    """``path:line`` of the line in this file that ends with ``marker``."""
+    from pathlib import Path
+
+    lines = Path(__file__).read_text().splitlines()
+    hits = [i for i, text in enumerate(lines, 1) if text.rstrip().endswith(marker)]
+    assert len(hits) == 1, (marker, hits)
+    return f"{__file__}:{hits[0]}"

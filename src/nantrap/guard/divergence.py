@@ -3,9 +3,9 @@
 The learning-rate estimate: on a quadratic bowl with curvature ``h``, gradient descent
 multiplies the error by ``|1 - lr*h|`` each step, so a gradient norm growing by a factor
 ``1 + rho`` per step means ``lr*h = 2 + rho`` (the iteration is unstable once
-``lr*h > 2``); ``lr / (1 + rho)`` brings ``lr*h`` back below 2, and ``lr * 1e-2 / ratio``
-brings the update-to-weight ratio down to the top of its healthy range (1e-3..1e-2).
-The smaller of the available estimates is suggested.
+``lr*h > 2``); ``lr / (2 + rho)`` puts ``lr*h`` at 1, the fastest stable step. Without a
+growing gradient, ``lr * 1e-2 / ratio`` brings the update-to-weight ratio down to the top of
+its healthy range (1e-3..1e-2). Either is capped at ``lr * lr_decay``.
 """
 
 from __future__ import annotations
@@ -98,16 +98,14 @@ def _diverging(ev: dict[str, Any]) -> list[str]:
 
 def _suggest_lr(ev: dict[str, Any], lr: float, lr_decay: float) -> tuple[float, str]:
     """A lower LR and how it was derived."""
-    estimates = []
-    if "update_ratio_median" in ev and ev["update_ratio_median"] > 0:
+    value, how = lr * lr_decay, f"lr_decay {lr_decay}"
+    growth, steps = ev.get("grad_norm_growth", 0.0), ev.get("grad_norm_growth_steps", 0)
+    if growth > 1.0 and steps > 0:
+        rho = growth ** (1.0 / steps) - 1.0
+        value, how = lr / (2.0 + rho), f"grad norm x{1 + rho:.3g} per step: lr*curvature ~1"
+    elif ev.get("update_ratio_median", 0.0) > 0:
         ratio = ev["update_ratio_median"]
-        estimates.append((lr * 10 * HEALTHY_RATIO / ratio, f"update ratio {ratio:.2g} -> 1e-2"))
-    if ev.get("grad_norm_growth", 0.0) > 1.0 and ev.get("grad_norm_growth_steps", 0) > 0:
-        rho = ev["grad_norm_growth"] ** (1.0 / ev["grad_norm_growth_steps"]) - 1.0
-        if rho > 0:
-            estimates.append((lr / (1.0 + rho), f"grad norm x{1 + rho:.3g} per step"))
-    estimates.append((lr * lr_decay, f"lr_decay {lr_decay}"))
-    value, how = min(estimates)
+        value, how = lr * 10 * HEALTHY_RATIO / ratio, f"update ratio {ratio:.2g} -> 1e-2"
     return max(min(value, lr * lr_decay), lr * 1e-4), how
 
 

@@ -117,6 +117,7 @@ class GuardEngine:
         self._scale_warned = False
         self._last_restored = -1
         self.ended = False
+        self._last_spike = -2
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -144,7 +145,9 @@ class GuardEngine:
         return float(lrs[0]) if lrs else math.nan
 
     def snapshot_due(self) -> bool:
-        return self.ring.due(self.step)
+        """A snapshot is due at this step and the run looks healthy (no snapshot is taken
+        of weights that are already running away)."""
+        return self.ring.due(self.step) and not self.history.weights_growing()
 
     def take_snapshot(self, state: Any) -> Snapshot:
         snap = self.ring.take(self.step, state, lr_scale=self.policy.lr_scale)
@@ -169,8 +172,13 @@ class GuardEngine:
             )
         return None
 
-    def after_update(self, obs: Observation, *, ranges: dict | None = None) -> None:
-        """Record a step whose update was applied (or let through by ``warn``)."""
+    def after_update(self, obs: Observation, *, ranges: dict | None = None) -> Diagnosis | None:
+        """Record a step whose update was applied (or let through by ``warn``).
+
+        Returns an NT301 incident when the weights have been growing geometrically while
+        the loss or gradient grew too (divergence before any NaN); the edge passes it to
+        :meth:`act`.
+        """
         self._check_loss_scale(obs)
         if math.isfinite(obs.update_ratio):
             self.history.observe_ratio(self.step - 1, obs.update_ratio)
@@ -184,6 +192,21 @@ class GuardEngine:
         if self.step % self.config.log_every == 0 or ranges:
             self.record_step(obs, ranges=ranges)
         self.step += 1
+        if self.history.weights_growing():
+            div = diagnose_divergence(
+                self.history,
+                step=self.step - 1,
+                lr=self.lr(),
+                lr_decay=self.config.lr_decay,
+                trigger="weights growing geometrically",
+            )
+            if (
+                div is not None
+                and "weight_norm" in div.evidence["signals"]
+                and len(div.evidence["signals"]) >= 2
+            ):
+                return div
+        return None
 
     def record_step(self, obs: Observation, *, ranges: dict | None = None) -> None:
         self.log.step(
@@ -196,7 +219,10 @@ class GuardEngine:
         )
 
     def _check_loss_scale(self, obs: Observation) -> None:
-        scale = obs.loss_scale
+        self.check_loss_scale(obs.loss_scale)
+
+    def check_loss_scale(self, scale: float) -> None:
+        """Watch a GradScaler-style loss scale; NT201 once when it falls below the floor."""
         if not math.isfinite(scale):
             return
         if self.initial_loss_scale is None:
@@ -269,14 +295,16 @@ class GuardEngine:
         *,
         state_corrupt: bool = False,
         obs: Observation | None = None,
+        update_applied: bool = False,
     ) -> Decision:
         """Decide by policy, restore state on rollback/stop, record; raises under ``raise``.
 
         ``state_corrupt``: the weights are already non-finite (skip cannot help); snapshots
         taken at this step are dropped as unverified. ``obs``: the step's measurements,
-        written as its step record.
+        written as its step record. ``update_applied``: the incident was found after the
+        step's update (divergence before NaN): ``skip`` has nothing to drop and warns.
         """
-        step = self.step
+        step = self.step if diagnosis.step is None else diagnosis.step
         self.incidents += 1
         if state_corrupt:
             self.ring.discard_after(step - 1)
@@ -285,6 +313,8 @@ class GuardEngine:
             can_rollback=len(self.ring) > 0,
             bad_data=diagnosis.category is Category.BAD_DATA and diagnosis.code == "NT401",
         )
+        if update_applied and decision.action is Action.SKIP:
+            decision = Decision(Action.WARN, detail="the update was already applied")
         if obs is not None:
             self.record_step(obs)
         lr_before = self.lr()
@@ -296,6 +326,7 @@ class GuardEngine:
                 self.scale_lr(factor)
             self.step = to_step = snap.step
             self._last_restored = snap.step
+            self.history.truncate(snap.step)
         if decision.action is Action.STOP:
             self.stopped = True
         if decision.action is Action.SKIP:
@@ -320,9 +351,28 @@ class GuardEngine:
         return decision
 
     def handle_spike(self, spike: Spike) -> Decision | None:
-        """NT302 by ``on_spike``: warn (returns None: apply the update), skip, or policy."""
+        """NT302 by ``on_spike``: warn (returns None: apply the update), skip, or policy.
+
+        A spike in a history that shows divergence (two signals or more) is the NT301
+        incident instead, handled by the policy before the update. Consecutive spikes are
+        reported once.
+        """
+        div = diagnose_divergence(
+            self.history,
+            step=self.step,
+            lr=self.lr(),
+            lr_decay=self.config.lr_decay,
+            phase=Phase.UPDATE,
+            trigger=f"loss spike to {spike.loss:.4g} ({spike.ratio:.3g}x its running mean)",
+        )
+        if div is not None and len(div.evidence["signals"]) >= 2:
+            return self.act(div)
+        repeated = self._last_spike == self.step - 1
+        self._last_spike = self.step
         diagnosis = diagnose_spike(spike, step=self.step, sigma=self.config.spike_sigma)
         mode = self.config.on_spike
+        if repeated and mode == "warn":
+            return None
         if mode == "policy":
             return self.act(dataclasses.replace(diagnosis, incident=True))
         if mode == "skip":

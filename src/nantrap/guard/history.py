@@ -4,6 +4,7 @@ gradient norm, weight norm, update-to-weight ratio and LR that a divergence verd
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -97,6 +98,31 @@ class History:
 
     def observe_ratio(self, step: int, ratio: float) -> None:
         self.ratios.append((step, ratio))
+
+    def truncate(self, step: int) -> None:
+        """Forget steps >= ``step`` (a rollback returned to the state before ``step``); the
+        loss statistics are rebuilt from what is left."""
+        keep = [i for i, s in enumerate(self.series["step"]) if s < step]
+        self.series = {
+            k: deque((v[i] for i in keep), maxlen=self.window) for k, v in self.series.items()
+        }
+        self.ratios = deque(((s, r) for s, r in self.ratios if s < step), maxlen=self.window)
+        self.loss_ema = EMA(self.loss_ema.beta)
+        for loss in self.series["loss"]:
+            if math.isfinite(loss):
+                self.loss_ema.update(loss)
+
+    def weights_growing(self, steps: int = 8, factor: float = 3.0) -> bool:
+        """True when the weight norm rose on each of the last ``steps`` steps and by
+        ``factor`` in total: the cheap per-step trigger for a divergence check."""
+        norms = self.series["param_norm"]
+        if len(norms) <= steps:
+            return False
+        recent = [norms[i] for i in range(len(norms) - steps - 1, len(norms))]
+        if not all(math.isfinite(v) and v > 0 for v in recent):
+            return False
+        rising = all(b > a for a, b in itertools.pairwise(recent))
+        return rising and recent[-1] >= factor * recent[0]
 
     def spike(self, loss: float, *, sigma: float, ratio: float, warmup: int) -> Spike | None:
         """The spike that ``loss`` would be against the statistics so far, or None."""

@@ -107,8 +107,13 @@ def _zero_grad(self: Any, set_to_none: bool = True) -> None:
 
 def _reduce_ex(self: Any, protocol: int) -> Any:
     """Pickle / deepcopy as the plain optimizer class (the guard is not copied)."""
-    reduced = object.__reduce_ex__(self, protocol)
-    return (reduced[0], (type(self).__mro__[1], *reduced[1][1:]), *reduced[2:])
+    return (_plain_optimizer, (type(self).__mro__[1], self.__getstate__()))
+
+
+def _plain_optimizer(cls: type, state: dict[str, Any]) -> torch.optim.Optimizer:
+    optimizer = cls.__new__(cls)
+    optimizer.__setstate__(state)
+    return optimizer
 
 
 @functools.cache
@@ -275,21 +280,34 @@ class TorchGuard:
     def state_dict(self) -> dict[str, Any]:
         """The guard's own state (history, policy, snapshots, events); the optimizer's is
         ``opt.state_dict()`` as usual."""
-        return {"engine": self.engine.state_dict(), "versions": self._versions}
+        return {
+            "engine": self.engine.state_dict(),
+            "versions": self._versions,
+            "bundles": self._bundles,
+            "early": self.early.state_dict() if self.early is not None else None,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.engine.load_state_dict(state["engine"])
         self.config = self.engine.config
         self._versions = state.get("versions")
+        self._bundles = int(state.get("bundles", 0))
+        if self.early is not None and state.get("early") is not None:
+            self.early.load_state_dict(state["early"])
 
     # -- hooks ---------------------------------------------------------------------------
 
     def new_iteration(self) -> None:
         """zero_grad outside a closure starts a new iteration: forget the last one's
         start state (steps the GradScaler skipped never reach ``step``)."""
-        if not self._in_step:
-            self._fresh = False
-            self._inputs.clear()
+        if self._in_step:
+            return
+        if self._fresh and self.scaler is not None and self.scaler._scale is not None:
+            # a forward ran but step() was never reached: the GradScaler found inf grads and
+            # skipped it (it synced to decide, so reading the scale here costs nothing new)
+            self.engine.check_loss_scale(float(self.scaler._scale))
+        self._fresh = False
+        self._inputs.clear()
 
     def _begin(self) -> None:
         if not self._fresh:
@@ -384,7 +402,9 @@ class TorchGuard:
                 ranges = None
             elif ranges is not None:
                 self._last_ranges = {k: dict(v) for k, v in ranges.items()}
-        self.engine.after_update(obs, ranges=ranges)
+        diverging = self.engine.after_update(obs, ranges=ranges)
+        if diverging is not None:
+            self._after_incident(self.engine.act(diverging, update_applied=True))
 
     def _drop_step(self) -> None:
         """Undo what the step's forward changed (BN stats) and drop its gradients."""
