@@ -53,8 +53,9 @@ def test_add_param_group_is_checked_too():
     torch.manual_seed(0)
     model = Net()
     extra = torch.nn.Linear(6, 1)
-    opt = nt.guard(torch.optim.SGD(model.parameters(), lr=0.05), model, policy="skip",
-                   early_warnings=0)
+    opt = nt.guard(
+        torch.optim.SGD(model.parameters(), lr=0.05), model, policy="skip", early_warnings=0
+    )
     opt.add_param_group({"params": extra.parameters(), "lr": 0.01})
     x, y = DATA[0]
     loss = torch.nn.functional.mse_loss(model(x) + extra(x), y)
@@ -121,8 +122,10 @@ def test_guard_state_dict_round_trip_restores_from_a_loaded_snapshot(tmp_path):
     saved_state = state(model, opt)  # = the step-2 snapshot? no: step 3; take the snapshot's
     snap_params = [t.clone() for t in opt.guard.engine.ring.latest.state["params"]]
     path = tmp_path / "guard.pt"
-    torch.save({"guard": opt.guard.state_dict(), "opt": opt.state_dict(),
-                "model": model.state_dict()}, path)
+    torch.save(
+        {"guard": opt.guard.state_dict(), "opt": opt.state_dict(), "model": model.state_dict()},
+        path,
+    )
     loaded = torch.load(path, weights_only=False)
     model2, opt2 = make("skip")
     model2.load_state_dict(loaded["model"])
@@ -130,8 +133,9 @@ def test_guard_state_dict_round_trip_restores_from_a_loaded_snapshot(tmp_path):
     opt2.guard.load_state_dict(loaded["guard"])
     assert opt2.guard.step_count == 3 and opt2.guard.config.policy == "rollback"
     assert opt2.guard.engine.ring.steps == opt.guard.engine.ring.steps
-    assert opt2.guard.state_dict()["engine"]["history"] == opt.guard.state_dict()["engine"][
-        "history"]
+    assert (
+        opt2.guard.state_dict()["engine"]["history"] == opt.guard.state_dict()["engine"]["history"]
+    )
     assert same(state(model2, opt2), saved_state)
     closure_step(model2, opt2, *DATA[3], poison=True)
     assert opt2.diagnoses[-1].action == "rolled-back"
@@ -148,7 +152,11 @@ def test_events_jsonl_records_the_run(tmp_path):
     assert kinds[0] == "run" and kinds[-1] == "end"
     run = events[0]
     assert (run["framework"], run["policy"], run["model"], run["optimizer"]) == (
-        "torch", "skip", "Net", "SGD")
+        "torch",
+        "skip",
+        "Net",
+        "SGD",
+    )
     assert run["lr"] == [0.05] and run["world_size"] == 1
     steps = [e for e in events if e["type"] == "step"]
     assert [s["step"] for s in steps] == [0, 2, 3, 4]  # every 2 steps + the incident step
@@ -160,5 +168,9 @@ def test_events_jsonl_records_the_run(tmp_path):
     assert diag["source"] == source_line("# <- log of zero")
     action = next(e for e in events if e["type"] == "action")
     assert (action["action"], action["step"], action["lr_before"], action["lr_after"]) == (
-        "skip", 3, 0.05, 0.05)
+        "skip",
+        3,
+        0.05,
+        0.05,
+    )
     assert events[-1]["status"] == "ok" and events[-1]["step"] == 5

@@ -128,7 +128,9 @@ def _verdict(log: RunLog) -> str:
     if incidents:
         first = incidents[0]
         lines.append(f"<b>First incident:</b> {escape(first.diagnosis.headline())}")
-        ranks = sorted({i.rank for i in incidents if i.rank is not None})
+        if first.batch is not None:
+            lines.append(f"<b>Batch:</b> {escape(_batch(first) or '')}")
+        ranks = sorted({i.rank for i in incidents if i.rank is not None and _own(i)})
         if ranks and log.distributed:
             lines.append(f"<b>Rank(s) that went bad:</b> {escape(', '.join(map(str, ranks)))}")
         done = [action_text(a) for i in incidents for a in i.actions]
@@ -243,6 +245,7 @@ def _card(n: int, incident: Incident, roots: tuple[Path, ...], distributed: bool
     loc = diag.location
     where = [f"step {diag.step}" if diag.step is not None else None]
     where.append(f"rank {loc.rank}" if distributed and loc.rank is not None else None)
+    where.append(_batch(incident))
     trap = get_trap(diag.code, default=None)
     name = f"{diag.code} {trap.name}" if trap else diag.code
     parts = [
@@ -338,6 +341,20 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], left: tuple = (
             cells.append(f"<td{attr}>{escape(cell)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _own(incident: Incident) -> bool:
+    """False for a rank that only followed another rank's incident (all-reduced flag)."""
+    return not incident.diagnosis.evidence.get("remote", False)
+
+
+def _batch(incident: Incident) -> str | None:
+    """``epoch 2, batch 17`` when the loop told which batch it was."""
+    if incident.batch is None:
+        return None
+    epoch = incident.context.get("epoch")
+    prefix = f"epoch {epoch}, " if epoch is not None else ""
+    return f"{prefix}batch {incident.batch}"
 
 
 def _op(neutral: str | None, op: str | None) -> str | None:

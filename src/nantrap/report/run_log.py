@@ -36,10 +36,17 @@ def number(value: Any) -> float | None:
 
 @dataclass
 class Incident:
-    """One incident diagnosis and the policy action(s) taken at its step on its rank."""
+    """One incident diagnosis, the policy action(s) taken at its step on its rank, and
+    what the training loop said about that step (``context`` records: epoch, batch)."""
 
     diagnosis: Diagnosis
     actions: list[dict[str, Any]] = field(default_factory=list)
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch(self) -> Any:
+        """The batch that went bad: from the loop's context record or the evidence."""
+        return self.context.get("batch", self.diagnosis.evidence.get("batch"))
 
     @property
     def step(self) -> int | None:
@@ -60,6 +67,7 @@ class RunLog:
     diagnoses: list[Diagnosis] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
     ends: list[dict[str, Any]] = field(default_factory=list)
+    contexts: list[dict[str, Any]] = field(default_factory=list)  # batch/epoch of a step
     problems: list[str] = field(default_factory=list)  # what could not be read, and where
     meta: dict[str, Any] = field(default_factory=dict)  # run.json of ``nantrap run``
     files: list[Path] = field(default_factory=list)
@@ -113,7 +121,11 @@ class RunLog:
                 if a.get("step") == diag.step
                 and (diag.location.rank is None or a.get("rank") in (None, diag.location.rank))
             ]
-            found.append(Incident(diag, acts))
+            context = {}
+            for rec in self.contexts:
+                if rec.get("step") == diag.step and rec.get("rank") == diag.location.rank:
+                    context.update(rec)
+            found.append(Incident(diag, acts, context))
         found.sort(key=lambda i: (i.step if i.step is not None else -1, i.rank or 0))
         return found
 
@@ -219,6 +231,8 @@ def _add(record: dict[str, Any], log: RunLog, rank: int) -> str | None:
         log.actions.append(record)
     elif kind == "end":
         log.ends.append(record)
+    elif kind == "context":
+        log.contexts.append(record)
     elif kind == "diagnosis":
         try:
             diag = Diagnosis.from_dict({k: v for k, v in record.items() if k != "type"})
