@@ -131,6 +131,8 @@ def _verdict(log: RunLog) -> str:
         if first.batch is not None:
             lines.append(f"<b>Batch:</b> {escape(_batch(first) or '')}")
         ranks = sorted({i.rank for i in incidents if i.rank is not None and _own(i)})
+        for inc in incidents:
+            ranks = sorted(set(ranks) | set(inc.context.get("bad_ranks") or ()))
         if ranks and log.distributed:
             lines.append(f"<b>Rank(s) that went bad:</b> {escape(', '.join(map(str, ranks)))}")
         done = [action_text(a) for i in incidents for a in i.actions]
@@ -344,8 +346,11 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], left: tuple = (
 
 
 def _own(incident: Incident) -> bool:
-    """False for a rank that only followed another rank's incident (all-reduced flag)."""
-    return not incident.diagnosis.evidence.get("remote", False)
+    """Whether this rank's incident started on it, not only followed another rank's (the
+    verdict is all-reduced): from the DDP context record, else a diagnosis of its own."""
+    if "origin" in incident.context:
+        return bool(incident.context["origin"])
+    return incident.diagnosis.code != "NT903"
 
 
 def _batch(incident: Incident) -> str | None:

@@ -155,10 +155,10 @@ class RunLog:
 
 
 def event_files(run_dir: Path) -> list[Path]:
-    """``events.jsonl`` plus per-rank files (``events.rank1.jsonl``, ``rank1/events.jsonl``)."""
+    """``events.jsonl`` plus per-rank files (``events.rank1.jsonl``, ``rank1/events*.jsonl``)."""
     found = [run_dir / EVENTS] if (run_dir / EVENTS).is_file() else []
     found += sorted(p for p in run_dir.glob("events.*.jsonl") if p.is_file())
-    found += sorted(p for p in run_dir.glob(f"rank*/{EVENTS}") if p.is_file())
+    found += sorted(p for p in run_dir.glob("rank*/events*.jsonl") if p.is_file())
     return found
 
 
