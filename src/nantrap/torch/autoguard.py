@@ -216,6 +216,8 @@ class AutoGuard:
             )
         from nantrap.torch import guard
 
+        if _is_ddp(model):  # rank-aware incidents, a folder per rank
+            from nantrap.torch.distributed import guard_ddp as guard
         try:
             guard(
                 opt,
@@ -254,6 +256,16 @@ class AutoGuard:
         if not any(e["ours"] for e in self.entries):
             notes.append("pytorch: the script created no optimizer that could be guarded")
         return notes
+
+
+def _is_ddp(model) -> bool:
+    import torch.distributed as dist
+
+    return (
+        isinstance(model, nn.parallel.DistributedDataParallel)
+        and dist.is_available()
+        and dist.is_initialized()
+    )
 
 
 def _drop_triggers(opt) -> None:
