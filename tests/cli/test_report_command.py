@@ -44,3 +44,27 @@ def test_corrupt_line_warns_and_renders_the_rest(tmp_path):
     assert "warning: events.jsonl:" in out.stderr and "not a JSON object" in out.stderr
     page = (tmp_path / "report.html").read_text()
     assert "Incident 1 · step 37" in page and "not a JSON object" in page
+
+
+def test_report_needs_no_ml_framework(tmp_path):
+    """Rendering a run folder imports no torch/tensorflow (only matplotlib for figures)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import SRC
+    from tests.test_no_framework import BLOCK
+
+    diverging_run(tmp_path)
+    code = BLOCK + (
+        "from nantrap.cli import main\n"
+        f"raise SystemExit(main(['report', {str(tmp_path)!r}, '--format', 'md']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "NT301" in out.stdout

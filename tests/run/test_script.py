@@ -101,3 +101,21 @@ def test_bad_guard_option(tmp_path):
     out = run_nantrap("run", "--guard-option", "oops", str(_script(tmp_path)), cwd=tmp_path)
     assert out.returncode == 2
     assert "expected KEY=VALUE" in out.stderr
+
+
+def test_a_framework_without_an_attacher_is_named_in_a_note(tmp_path):
+    # stands in for keras (the script's folder comes first on sys.path, as with python)
+    (tmp_path / "keras.py").write_text("")
+    script = tmp_path / "uses_keras.py"
+    script.write_text("import keras\nprint('trained')\n")
+    out = run_nantrap(
+        "run",
+        "--log-dir",
+        str(tmp_path / "run"),
+        str(script),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "keras: the script imports keras, but this nantrap has no" in out.stderr
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["guarded"] == [] and "not guarded" in meta["notes"][0]
