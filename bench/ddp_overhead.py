@@ -9,8 +9,9 @@ interleaved in rotated order within the same process group:
   carries each rank's own-gradient flag inside the bucket all-reduce, per-rank folders)
 
 Workload: a small CNN (32x32x3, batch 64 per rank, SGD), one thread per rank. ms/step is
-the median over rounds on rank 0; the ratio is the median over rounds of variant/plain from
-the same round (cancels drift on a shared machine).
+the median over rounds on rank 0, "best" the fastest round; "x plain" is the median over
+rounds of variant/plain from the same round (cancels drift), "x (best)" the ratio of the
+fastest rounds (least disturbed by other processes on a shared machine).
 
     python bench/ddp_overhead.py            # ~1 min on 2 CPU cores
     python bench/ddp_overhead.py --rounds 10 --steps 30
@@ -105,10 +106,14 @@ def _rank(rank: int, world: int, port: int, args, out: str) -> None:
             f"DDP on gloo, {world} processes x 1 thread, CNN 32x32x3 batch 64/rank, "
             f"{args.rounds} rounds x {args.steps} steps"
         )
-        print(f"{'variant':<10} {'ms/step':>8} {'x plain':>8}")
+        print(f"{'variant':<10} {'ms/step':>8} {'best':>8} {'x plain':>8} {'x (best)':>9}")
+        best_plain = min(times["plain"])
         for v in VARIANTS:
             ratio = statistics.median(t / p for t, p in zip(times[v], times["plain"], strict=True))
-            print(f"{v:<10} {1000 * statistics.median(times[v]):>8.2f} {ratio:>8.3f}")
+            print(
+                f"{v:<10} {1000 * statistics.median(times[v]):>8.2f} "
+                f"{1000 * min(times[v]):>8.2f} {ratio:>8.3f} {min(times[v]) / best_plain:>9.3f}"
+            )
     for _, opt in runs.values():
         guard = getattr(opt, "_nantrap_guard", None)
         if guard is not None:

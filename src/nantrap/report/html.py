@@ -247,7 +247,7 @@ def _card(n: int, incident: Incident, roots: tuple[Path, ...], distributed: bool
     loc = diag.location
     where = [f"step {diag.step}" if diag.step is not None else None]
     where.append(f"rank {loc.rank}" if distributed and loc.rank is not None else None)
-    where.append(_batch(incident))
+    where.append(_batch(incident) if incident.batch != diag.step else None)
     trap = get_trap(diag.code, default=None)
     name = f"{diag.code} {trap.name}" if trap else diag.code
     parts = [

@@ -66,7 +66,7 @@ def _incident(n: int, incident: Incident, roots: tuple[Path, ...], distributed: 
         for x in (
             f"step {diag.step}" if diag.step is not None else "",
             f"rank {loc.rank}" if distributed and loc.rank is not None else "",
-            f"batch {incident.batch}" if incident.batch is not None else "",
+            f"batch {incident.batch}" if incident.batch not in (None, diag.step) else "",
         )
         if x
     )
