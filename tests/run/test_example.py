@@ -30,7 +30,15 @@ def test_warn_policy_reports_the_divergence(tmp_path):
 def test_rollback_policy_converges(tmp_path):
     run_dir = tmp_path / "run"
     out = run_nantrap(
-        "run", "--policy", "rollback", "--log-dir", str(run_dir), str(EXAMPLE), cwd=tmp_path
+        "run",
+        "--policy",
+        "rollback",
+        "--log-dir",
+        str(run_dir),
+        str(EXAMPLE),
+        "--epochs",
+        "2",
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "accuracy 1.000" in out.stdout
@@ -39,7 +47,7 @@ def test_rollback_policy_converges(tmp_path):
     assert actions == [("rollback", 6.0, 3.0), ("rollback", 3.0, 1.5)]
     assert log.status == "ok"
     kept = log.series("loss")[-1][1]
-    assert kept[-1] < 0.01 < kept[0]  # the kept segment after the rollbacks converged
+    assert kept[-1] < 0.05 < kept[0]  # the kept segment after the rollbacks converged
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["guarded"] == [f"SGD of Net -> {run_dir}"]
     assert meta["exit_code"] == 0

@@ -14,6 +14,7 @@ __all__ = [
     "STATS_COLUMNS",
     "action_text",
     "fmt",
+    "grouped_actions",
     "source_context",
     "split_evidence",
     "stats_row",
@@ -57,6 +58,37 @@ def action_text(action: Mapping[str, Any]) -> str:
     if action.get("detail"):
         text += f" — {action['detail']}"
     return text
+
+
+def grouped_actions(actions: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(steps, text) with runs of the same action on consecutive steps merged:
+    ``("4–47", "warned and let the update through (44×)")``."""
+    out: list[tuple[str, str]] = []
+    run: list[Mapping[str, Any]] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        first, last = run[0].get("step"), run[-1].get("step")
+        steps = fmt(first) if len(run) == 1 else f"{fmt(first)}–{fmt(last)}"
+        text = action_text(run[0]) + (f" ({len(run)}×)" if len(run) > 1 else "")
+        out.append((steps, text))
+
+    for action in actions:
+        prev = run[-1] if run else None
+        same = (
+            prev is not None
+            and action_text(action) == action_text(prev)
+            and isinstance(action.get("step"), int)
+            and isinstance(prev.get("step"), int)
+            and action["step"] - prev["step"] == 1
+        )
+        if not same:
+            flush()
+            run = []
+        run.append(action)
+    flush()
+    return out
 
 
 def _is_stats(value: Any) -> bool:

@@ -18,6 +18,7 @@ from nantrap.report._format import (
     STATS_COLUMNS,
     action_text,
     fmt,
+    grouped_actions,
     source_context,
     split_evidence,
 )
@@ -324,8 +325,14 @@ def _warnings(log: RunLog) -> str:
 def _actions(log: RunLog) -> str:
     if not log.actions:
         return ""
-    rows = [[fmt(a.get("step")), action_text(a)] for a in log.actions]
-    return "<h2 id='actions'>Policy actions</h2>" + _table(("step", "action"), rows, left=(1,))
+    rank_order = sorted(log.actions, key=lambda a: a.get("rank") or 0)
+    rows = []
+    for rank in sorted({a.get("rank") or 0 for a in rank_order}):
+        mine = [a for a in rank_order if (a.get("rank") or 0) == rank]
+        for steps, text in grouped_actions(mine):
+            rows.append([steps, str(rank), text] if log.distributed else [steps, text])
+    header = ("steps", "rank", "action") if log.distributed else ("steps", "action")
+    return "<h2 id='actions'>Policy actions</h2>" + _table(header, rows, left=(len(header) - 1,))
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], left: tuple = ()) -> str:

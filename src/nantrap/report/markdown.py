@@ -9,6 +9,7 @@ from nantrap.report._format import (
     STATS_COLUMNS,
     action_text,
     fmt,
+    grouped_actions,
     source_context,
     split_evidence,
 )
@@ -52,7 +53,10 @@ def render_markdown(log: RunLog, *, source_roots: Sequence[Path] = ()) -> str:
         out.append("")
     if log.actions:
         out += ["### Policy actions", ""]
-        out += [f"- step {fmt(a.get('step'))}: {action_text(a)}" for a in log.actions]
+        for rank in sorted({a.get("rank") or 0 for a in log.actions}):
+            mine = [a for a in log.actions if (a.get("rank") or 0) == rank]
+            where = f" (rank {rank})" if log.distributed else ""
+            out += [f"- step {steps}{where}: {text}" for steps, text in grouped_actions(mine)]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 

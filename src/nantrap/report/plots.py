@@ -177,7 +177,7 @@ def _log_scale(key: str, values: Sequence[float]) -> bool:
 def _mark_events(log: RunLog, axes) -> None:
     top = axes[0]
     steps = [s.get("step") for s in log.steps if isinstance(s.get("step"), int)]
-    gap = (max(steps) - min(steps)) / 25 if steps else 0
+    gap = max((max(steps) - min(steps)) / 12, 1) if steps else 1
     labelled: list[int] = []
     for incident in log.incidents():
         step = incident.step

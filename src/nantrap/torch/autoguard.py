@@ -251,7 +251,7 @@ class AutoGuard:
             _drop_triggers(opt)
             guard = opt.__dict__.get("_nantrap_guard")
             if e["ours"] and guard is not None:
-                guard.close(_guard_status(status))
+                guard.close("stopped" if guard.stopped else _guard_status(status))
         notes = [e["note"] for e in self.entries if e["note"]]
         if not any(e["ours"] for e in self.entries):
             notes.append("pytorch: the script created no optimizer that could be guarded")
@@ -294,7 +294,8 @@ def _before(original: Callable, first: Callable) -> Callable:
 
 
 def _guard_status(run_status: str) -> str:
-    return {"ok": "ok", "exit": "stopped", "interrupted": "stopped"}.get(run_status, "error")
+    """The guard's end status for how the script ended (a sys.exit is a normal end)."""
+    return {"ok": "ok", "exit": "ok", "interrupted": "stopped"}.get(run_status, "error")
 
 
 def attach(config) -> AutoGuard:
