@@ -103,11 +103,11 @@ def mse(model, data) -> float:
     return value if math.isfinite(value) else math.inf
 
 
-def source_line(marker: str) -> str:
-    """``path:line`` of the line in this file that ends with ``marker``."""
+def source_line(marker: str, path: str = __file__) -> str:
+    """``path:line`` of the line in ``path`` (default: this file) ending with ``marker``."""
     from pathlib import Path
 
-    lines = Path(__file__).read_text().splitlines()
+    lines = Path(path).read_text().splitlines()
     hits = [i for i, text in enumerate(lines, 1) if text.rstrip().endswith(marker)]
     assert len(hits) == 1, (marker, hits)
-    return f"{__file__}:{hits[0]}"
+    return f"{path}:{hits[0]}"

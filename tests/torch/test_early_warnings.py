@@ -115,3 +115,29 @@ def test_sampling_every_n_steps_and_no_false_alarm_on_a_masked_transformer():
     assert again.state_dict() == state
     again.close()
     assert not model._forward_pre_hooks
+
+
+def test_sampling_and_armed_tracing_stop_in_any_order():
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    from nantrap.torch.localize import ArmedTrace
+
+    torch.manual_seed(0)
+    model = SmallCNN(probs=True)
+    with torch.no_grad():
+        model.head.fc.weight.mul_(2000.0)
+    x, y = _batch(8)
+    ew = EarlyWarnings(model, every=1)
+    armed = ArmedTrace(model)
+    armed.arm()
+    p = model(x)
+    assert len(_get_current_dispatch_mode_stack()) == 2
+    loss = -torch.log(p.gather(1, y[:, None])).mean()
+    loss.backward()
+    ew.end_step(0)  # the mode entered first stops first
+    assert armed.tracing and len(_get_current_dispatch_mode_stack()) == 1
+    d = armed.finish(0)
+    assert _get_current_dispatch_mode_stack() == []
+    assert d.code == "NT101"
+    ew.close()
+    armed.close()

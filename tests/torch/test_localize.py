@@ -338,3 +338,89 @@ def test_armed_trace_localizes_the_next_step_of_a_plain_loop():
     assert (d.code, d.step, d.neutral_op) == ("NT101", 1, "log")
     assert d.location.line == line_of("# <- loop form B")
     assert not model._forward_pre_hooks and not model.head._forward_hooks
+
+
+def test_hand_written_norm_at_zero_is_nt111_while_torch_norm_is_clean():
+    torch.manual_seed(0)
+    emb = nn.Embedding(6, 3)
+    ids = torch.tensor([0, 1, 2, 3])
+    target = torch.tensor([0, 5, 2, 4])  # rows 0 and 2 coincide: distance exactly 0
+
+    def by_hand():
+        dist = (emb(ids) - emb(target)).pow(2).sum(-1).sqrt()  # <- embedding distance
+        loss = dist.mean()
+        loss.backward()
+        return loss
+
+    d = localize(by_hand, emb)
+    assert (d.code, d.phase, d.neutral_op) == ("NT111", Phase.BACKWARD, "sqrt")
+    assert d.location.line == line_of("# <- embedding distance")
+    assert d.evidence["zeros"] == 2
+    emb.zero_grad()
+
+    def built_in():  # torch's norm backward masks the 0/0 at a zero vector
+        loss = (emb(ids) - emb(target)).norm(dim=-1).mean()
+        loss.backward()
+        return loss
+
+    assert localize(built_in, emb) is None
+
+
+def test_acos_of_rounded_cosine_is_nt114_and_fractional_pow_is_nt115():
+    a = torch.tensor([[0.6, 0.8], [1.0, 0.0]], requires_grad=True)
+
+    def step():
+        cos = (a * a).sum(-1) * 1.0000001  # a rounding error pushes cos past 1
+        loss = torch.acos(cos).sum()  # <- angle
+        loss.backward()
+        return loss
+
+    d = localize(step)
+    assert (d.code, d.neutral_op) == ("NT114", "acos")
+    assert d.location.line == line_of("# <- angle")
+    assert d.evidence["inputs"][0]["max"] > 1.0
+
+    x = torch.tensor([4.0, -1.0, 9.0], requires_grad=True)
+
+    def root_step():
+        loss = (x**0.5).sum()  # <- fractional power
+        loss.backward()
+        return loss
+
+    d = localize(root_step)
+    assert (d.code, d.neutral_op) == ("NT115", "pow")
+    assert d.evidence["exponent"] == 0.5 and "min -1" in d.message
+
+
+def test_sum_overflow_is_nt116():
+    x = torch.full((4, 8), 1e38, requires_grad=True)
+
+    def step():
+        loss = x.sum()  # <- big sum
+        loss.backward()
+        return loss
+
+    d = localize(step)
+    assert (d.code, d.category, d.neutral_op) == ("NT116", Category.OVERFLOW, "sum")
+    assert d.evidence["dtype_max"] == pytest.approx(3.4028e38, rel=1e-4)
+
+
+def test_bf16_autocast_step_runs_clean_and_eval_forward_does_not_start_tracing():
+    torch.manual_seed(0)
+    model = TinyLM()
+    ids = torch.randint(0, 50, (2, 16))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, 50), ids[:, 1:].reshape(-1))
+        loss.backward()
+        return loss
+
+    assert localize(step, model) is None
+    armed = ArmedTrace(model)
+    armed.arm()
+    with torch.no_grad():
+        model(ids[:, :-1])  # validation pass
+    assert armed.armed and not armed.tracing
+    armed.close()

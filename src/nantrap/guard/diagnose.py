@@ -197,10 +197,11 @@ def _target_range(rec: OpRecord) -> _Verdict | None:
     if "nll_loss" in name and pred.shape and target.numel >= 0:
         classes = pred.shape[1] if len(pred.shape) > 1 else pred.shape[0]
         if target.max >= classes or (target.min < 0 and target.min != -100):
+            raised = f"; {rec.error}" if rec.error else ""
             return _Verdict(
                 "NT402",
-                f"{name} got class indices in [{target.min:.0f}, {target.max:.0f}] for "
-                f"{classes} classes (valid: 0..{classes - 1}) ({rec.where()})",
+                f"the targets of {rec.where()} hold class indices in [{target.min:.0f}, "
+                f"{target.max:.0f}] for {classes} classes (valid: 0..{classes - 1}){raised}",
                 {"target": target.to_dict(), "classes": classes},
                 phase=Phase.DATA,
             )
@@ -331,8 +332,8 @@ def _domain(rec: OpRecord) -> _Verdict | None:
                 code,
                 f"input of {rec.where()} is {provenance.lstrip(', ')} in {miss}: log(0) = -inf",
                 ev,
-                fix=f"use log_softmax / cross_entropy on the logits of {producer.where()} "
-                "instead of log(softmax(...))",
+                fix="take log_softmax of the logits that feed this softmax (or use "
+                "cross_entropy on them) instead of log(softmax(...)); do not clamp p",
             )
         if sig is not None:
             code = "NT104"

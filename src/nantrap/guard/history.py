@@ -4,7 +4,6 @@ gradient norm, weight norm, update-to-weight ratio and LR that a divergence verd
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -78,6 +77,7 @@ class History:
         self.loss_ema = EMA(beta)
         self.series: dict[str, deque[float]] = {k: deque(maxlen=window) for k in _SERIES}
         self.ratios: deque[tuple[int, float]] = deque(maxlen=window)
+        self._rising = 0  # consecutive steps on which the weight norm grew
 
     def __len__(self) -> int:
         return len(self.series["step"])
@@ -91,6 +91,9 @@ class History:
         param_norm: float = math.nan,
         lr: float = math.nan,
     ) -> None:
+        norms = self.series["param_norm"]
+        grew = bool(norms) and math.isfinite(param_norm) and param_norm > norms[-1] > 0
+        self._rising = self._rising + 1 if grew else 0
         for key, value in zip(_SERIES, (step, loss, grad_norm, param_norm, lr), strict=True):
             self.series[key].append(value)
         if math.isfinite(loss):
@@ -107,6 +110,7 @@ class History:
             k: deque((v[i] for i in keep), maxlen=self.window) for k, v in self.series.items()
         }
         self.ratios = deque(((s, r) for s, r in self.ratios if s < step), maxlen=self.window)
+        self._rising = 0
         self.loss_ema = EMA(self.loss_ema.beta)
         for loss in self.series["loss"]:
             if math.isfinite(loss):
@@ -116,13 +120,9 @@ class History:
         """True when the weight norm rose on each of the last ``steps`` steps and by
         ``factor`` in total: the cheap per-step trigger for a divergence check."""
         norms = self.series["param_norm"]
-        if len(norms) <= steps:
+        if self._rising < steps or len(norms) <= steps:
             return False
-        recent = [norms[i] for i in range(len(norms) - steps - 1, len(norms))]
-        if not all(math.isfinite(v) and v > 0 for v in recent):
-            return False
-        rising = all(b > a for a, b in itertools.pairwise(recent))
-        return rising and recent[-1] >= factor * recent[0]
+        return norms[-1] >= factor * norms[-steps - 1]
 
     def spike(self, loss: float, *, sigma: float, ratio: float, warmup: int) -> Spike | None:
         """The spike that ``loss`` would be against the statistics so far, or None."""
@@ -159,6 +159,7 @@ class History:
             "loss_ema": self.loss_ema.state_dict(),
             "series": {k: list(v) for k, v in self.series.items()},
             "ratios": [list(p) for p in self.ratios],
+            "rising": self._rising,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -168,3 +169,4 @@ class History:
             k: deque((float(x) for x in state["series"][k]), maxlen=self.window) for k in _SERIES
         }
         self.ratios = deque(((int(s), float(r)) for s, r in state["ratios"]), maxlen=self.window)
+        self._rising = int(state.get("rising", 0))

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 
 from nantrap.guard.engine import Observation
 
@@ -23,15 +24,21 @@ _LOW = (torch.float16, torch.bfloat16)
 _LOSS, _GRAD, _PARAM, _INPUT, _RATIO, _SCALE = range(6)
 
 
+def norms(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The 2-norm of each tensor, stacked, in float32 (fp16 norms overflow at 65504): one
+    fused launch per device and dtype."""
+    dense = [t.coalesce()._values() if t.is_sparse else t for t in tensors]
+    each = torch._foreach_norm(dense, 2, dtype=torch.float32)
+    if any(n.device != device for n in each):
+        each = [n.to(device, non_blocking=True) for n in each]
+    return torch.stack(each)
+
+
 def total_norm(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """2-norm of all ``tensors`` together, in float32 (fp16 norms overflow at 65504)."""
+    """2-norm of all ``tensors`` together."""
     if not tensors:
         return torch.zeros((), device=device)
-    dense = [t.coalesce()._values() if t.is_sparse else t for t in tensors]
-    norms = torch._foreach_norm(dense, 2, dtype=torch.float32)
-    if any(n.device != device for n in norms):
-        norms = [n.to(device, non_blocking=True) for n in norms]
-    return torch.linalg.vector_norm(torch.stack(norms))
+    return torch.linalg.vector_norm(norms(tensors, device))
 
 
 def input_sum(t: torch.Tensor) -> torch.Tensor:
@@ -47,6 +54,7 @@ class Probe:
         self._before: list[torch.Tensor] | None = None
         self._param_norm: torch.Tensor | None = None
         self._ratio: torch.Tensor | None = None
+        self._consts: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def params(self) -> list[torch.Tensor]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -62,16 +70,22 @@ class Probe:
         """The step's Observation, with exactly one device-to-host transfer."""
         device = params[0].device if params else torch.device("cpu")
         grads = [p.grad for p in params if p.grad is not None]
-        nan = torch.full((), math.nan, device=device)
+        if device not in self._consts:
+            nan = torch.full((), math.nan, device=device)
+            self._consts[device] = (nan, torch.zeros((), device=device))
+        nan, zero = self._consts[device]
+        both = norms([*grads, *params], device)  # grads and weights in one fused reduction
+        grad_norm = torch.linalg.vector_norm(both[: len(grads)]) if grads else nan
+        param_norm = torch.linalg.vector_norm(both[len(grads) :])
         parts = [
             _scalar(loss, device) if loss is not None else nan,
-            total_norm(grads, device) if grads else nan,
-            total_norm(params, device),
-            torch.stack([s.to(device) for s in inputs]).sum() if inputs else nan.new_zeros(()),
+            grad_norm,
+            param_norm,
+            torch.stack([s.to(device) for s in inputs]).sum() if inputs else zero,
             self._ratio if self._ratio is not None else nan,
             scale.detach().float().reshape(()).to(device) if scale is not None else nan,
         ]
-        self._param_norm = parts[_PARAM]
+        self._param_norm = param_norm
         vec = _across_ranks(torch.stack(parts))
         values = vec.tolist()  # the one host sync of the step
         self._ratio = None
@@ -113,8 +127,6 @@ def _scalar(value: torch.Tensor | float, device: torch.device) -> torch.Tensor:
 def _across_ranks(vec: torch.Tensor) -> torch.Tensor:
     """All-reduce MAX so every rank decides alike; non-finite entries survive the reduce
     as flags (NaN has no defined MAX), finite values are the maximum over ranks."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return vec
     bad = ~torch.isfinite(vec)

@@ -27,7 +27,7 @@ __all__ = ["StepState", "capture", "capture_rng", "restore", "restore_rng"]
 def capture_rng(*, host: bool = True) -> dict[str, Any]:
     """The torch CPU/CUDA generator states; python ``random`` and numpy too if ``host``."""
     rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_initialized():  # (never true without a CUDA device)
         rng["cuda"] = torch.cuda.get_rng_state_all()
     if host:
         rng["python"] = random.getstate()

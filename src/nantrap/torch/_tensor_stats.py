@@ -89,8 +89,12 @@ CLEAN = Summary(0.0, 0.0, False, False)
 
 
 def summarize(t: torch.Tensor) -> Summary:
-    """Cheap finiteness summary; exact only about NaN/Inf presence (min/max are of all
-    elements, with NaN replaced when present)."""
+    """Cheap finiteness summary: one aminmax pass, one sync.
+
+    Exact about finiteness. When NaN is present, min/max are NaN and ``inf`` is left False
+    (unknown): the tracer's path walk needs only "NaN or not", and a second pass over
+    every NaN tensor of a poisoned step would double its cost.
+    """
     if t.numel() == 0 or not (t.is_floating_point() or t.is_complex()):
         return CLEAN
     with torch.no_grad():
@@ -98,14 +102,6 @@ def summarize(t: torch.Tensor) -> Summary:
         if x.is_complex():
             x = x.abs()
         low, high = (float(v) for v in torch.stack(torch.aminmax(x)).tolist())
-        if not (math.isnan(low) or math.isnan(high)):
-            return Summary(low, high, False, math.isinf(low) or math.isinf(high))
-        inf = x.isinf()
-        packed = torch.stack(
-            [
-                inf.any().double(),
-                torch.where(x.isnan(), _INF, x).amin().double(),
-                torch.where(x.isnan(), -_INF, x).amax().double(),
-            ]
-        ).tolist()
-        return Summary(packed[1], packed[2], True, bool(packed[0]))
+    if math.isnan(low) or math.isnan(high):
+        return Summary(math.nan, math.nan, True, False)
+    return Summary(low, high, False, math.isinf(low) or math.isinf(high))

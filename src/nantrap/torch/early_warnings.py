@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_leaves
 from nantrap.findings import Diagnosis, Location, Phase, Severity
 from nantrap.floats import FloatFormat, float_format
 from nantrap.torch._tensor_stats import dtype_name
-from nantrap.torch.trace import _FrameFilter
+from nantrap.torch.trace import _FrameFilter, exit_mode
 
 __all__ = ["EarlyWarnings"]
 
@@ -121,8 +121,8 @@ class EarlyWarnings:
 
     # sampling ---------------------------------------------------------------------------
     def _on_root_forward(self, module: torch.nn.Module, args: Any) -> None:
-        if not self._due or self._mode is not None:
-            return
+        if not self._due or self._mode is not None or not torch.is_grad_enabled():
+            return  # NB: an evaluation forward under no_grad is not a training step
         self._due = False
         for name, sub in self.model.named_modules():
             path = f"{self.root}.{name}" if name else self.root
@@ -148,10 +148,8 @@ class EarlyWarnings:
             tensors = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
             if tensors and tensors[0].is_floating_point() and tensors[0].numel():
                 with torch.no_grad(), _paused(self):
-                    x = tensors[0].detach()
-                    finite = torch.isfinite(x)
-                    low = torch.where(finite, x, math.inf).amin()
-                    high = torch.where(finite, x, -math.inf).amax()
+                    # one pass; a NaN anywhere makes the range NaN, which is the news
+                    low, high = torch.aminmax(tensors[0].detach())
                     self._range_stats[path] = torch.stack([low.float(), high.float()])
 
         return hook
@@ -159,7 +157,7 @@ class EarlyWarnings:
     def _stop(self) -> None:
         if self._mode is not None:
             mode, self._mode = self._mode, None
-            mode.__exit__(None, None, None)
+            exit_mode(mode)
         for hook in self._sample_hooks:
             hook.remove()
         self._sample_hooks.clear()
@@ -284,14 +282,13 @@ class EarlyWarnings:
                 at_bound = (out == 0) | (out == 1)
             else:
                 at_bound = out.abs() == 1
-            finite = torch.isfinite(x)
-            counts = torch.stack(
-                [
-                    at_bound.sum().float(),
-                    torch.where(finite, x, math.inf).amin().float(),
-                    torch.where(finite, x, -math.inf).amax().float(),
-                ]
-            )
+            if kind == "softmax":  # the logit range without the -inf mask lanes
+                finite = torch.isfinite(x)
+                low = torch.where(finite, x, math.inf).amin()
+                high = torch.where(finite, x, -math.inf).amax()
+            else:
+                low, high = torch.aminmax(x)
+            counts = torch.stack([at_bound.sum().float(), low.float(), high.float()])
             self._sites.append(_Site(kind, counts=counts, **site_args))
             return
         if packet in _CLAMPS:

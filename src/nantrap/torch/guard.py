@@ -194,6 +194,8 @@ class TorchGuard:
         self._last_args: Any = None  # the model's last training inputs (references)
         self._versions: list[int] | None = None  # param versions after our last update
         self._pending_loss: torch.Tensor | None = None
+        self._targets: Any = None
+        self.bundles: list[Path] = []  # repro bundles written so far
         self._trace: Any = None  # ArmedTrace in loop form B
         self._trace_left = 0
         self._bundles = 0
@@ -252,9 +254,14 @@ class TorchGuard:
             if isinstance(getattr(obj, "_last_lr", None), list):
                 obj._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
-    def observe_loss(self, loss: torch.Tensor) -> None:
-        """Loop form B: give the guard this step's loss (for spikes and the loss record)."""
-        self._pending_loss = loss
+    def observe(self, loss: torch.Tensor | None = None, targets: Any = None) -> None:
+        """Give the guard this step's loss (loop form B: spikes and the loss record) and
+        targets (written to repro bundles so ``nt.replay`` can recompute the loss).
+        ``opt.step(loss=..., targets=...)`` does the same."""
+        if loss is not None:
+            self._pending_loss = loss
+        if targets is not None:
+            self._targets = targets
 
     def close(self, status: str | None = None) -> None:
         """Remove hooks, put the original class back and end the event log."""
@@ -303,11 +310,29 @@ class TorchGuard:
         if self._in_step:
             return
         if self._fresh and self.scaler is not None and self.scaler._scale is not None:
-            # a forward ran but step() was never reached: the GradScaler found inf grads and
-            # skipped it (it synced to decide, so reading the scale here costs nothing new)
-            self.engine.check_loss_scale(float(self.scaler._scale))
+            self._scaler_skipped()
         self._fresh = False
         self._inputs.clear()
+
+    def _scaler_skipped(self) -> None:
+        """A forward ran but step() was never reached: the GradScaler found inf/NaN grads
+        and skipped the update (it synced to decide, so one more fetch costs little).
+        Overflow is the scaler's business; bad inputs, non-finite weights and a collapsing
+        scale are not."""
+        engine = self.engine
+        params = self.probe.params()
+        obs = self.probe.measure(params, loss=None, inputs=self._inputs, scale=self.scaler._scale)
+        problem = engine.classify(dataclasses.replace(obs, grad_norm=0.0))
+        if problem is Problem.CORRUPT_STATE:
+            self._drop_step()
+            self._after_incident(
+                engine.act(self._explain_corrupt(params, engine.step), state_corrupt=True, obs=obs)
+            )
+        elif problem is Problem.BAD_INPUT and (stats := self._bad_inputs()):
+            self._drop_step()
+            self._after_incident(engine.act(nonfinite_input(engine.step, stats), obs=obs))
+        else:
+            engine.check_loss_scale(obs.loss_scale)
 
     def _begin(self) -> None:
         if not self._fresh:
@@ -319,18 +344,23 @@ class TorchGuard:
             return
         self._begin()
         if self.config.check_inputs:
-            leaves = [
-                t
-                for t in tree_leaves((args, kwargs))
+            if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
+                leaves = tree_leaves((args, kwargs))
+            else:
+                leaves = args  # the common case, without pytree's walk
+            self._inputs.extend(
+                input_sum(t)
+                for t in leaves
                 if isinstance(t, torch.Tensor) and t.is_floating_point()
-            ]
-            self._inputs.extend(input_sum(t) for t in leaves)
+            )
             self._last_args = (args, kwargs)
 
     # -- the step ----------------------------------------------------------------------
 
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
         loss = kwargs.pop("loss", None)
+        if "targets" in kwargs:
+            self._targets = kwargs.pop("targets")
         if self.engine.stopped:
             if not self._warned_stopped:
                 self._warned_stopped = True
@@ -351,6 +381,7 @@ class TorchGuard:
         finally:
             self._in_step = False
             self._pending_loss = None
+            self._targets = None
             self._end_iteration()
 
     def _end_iteration(self) -> None:
@@ -560,26 +591,26 @@ class TorchGuard:
         except ImportError:
             return
         args, kwargs = self._last_args
-        path = Path(self.config.log_dir) / f"bundle-step{step}"
-        after = _snapshot.capture_rng(host=False)
-        self.step_state.restore_buffers()
+        path = Path(self.config.log_dir) / f"bundle-step{step}.ntb"
+        rng = {k: v for k, v in (self.step_state.rng or {}).items() if k in ("torch", "cuda")}
+        self.step_state.restore_buffers()  # the model as it was before the bad forward
         try:
-            save_bundle(
+            path = save_bundle(
                 path,
                 model=_plain_model(self.model),
                 optimizer=self.optimizer,
-                inputs=args[0] if len(args) == 1 and not kwargs else args,
-                rng=self.step_state.rng,
+                inputs=kwargs if kwargs and not args else (args[0] if len(args) == 1 else args),
+                targets=self._targets,
+                rng=rng or None,
                 step=step,
                 diagnosis=diagnosis,
-                meta={"kwargs": sorted(kwargs)},
+                meta={"policy": self.config.policy},
             )
         except Exception as err:
             logger.warning("nantrap: could not write the repro bundle: %r", err)
             return
-        finally:
-            _snapshot.restore_rng(after)
         self._bundles += 1
+        self.bundles.append(path)
         logger.warning("nantrap: repro bundle written to %s", path)
 
     # -- opaque closure optimizers (LBFGS) ------------------------------------------------

@@ -87,8 +87,8 @@ class ArmedTrace:
         self._armed = True
 
     def _on_forward(self, module: torch.nn.Module, args: Any) -> None:
-        if not self._armed or self._trace is not None:
-            return
+        if not self._armed or self._trace is not None or not torch.is_grad_enabled():
+            return  # NB: an evaluation forward under no_grad is not the step to trace
         self._armed = False
         self._trace = OpTrace(self.model)
         self._trace.start(root_args=args)

@@ -41,7 +41,7 @@ from nantrap.guard.diagnose import OpRecord
 from nantrap.guard.stats import TensorStats
 from nantrap.torch._tensor_stats import CLEAN, Summary, dtype_name, summarize, tensor_stats
 
-__all__ = ["OpCall", "OpEvent", "OpTrace", "op_handler"]
+__all__ = ["OpCall", "OpEvent", "OpTrace", "exit_mode", "op_handler"]
 
 aten = torch.ops.aten
 
@@ -95,24 +95,39 @@ def _allocation(call: OpCall) -> None:
 
 
 @op_handler(
-    aten.scalar_tensor, aten.full, aten.full_like, aten.new_full, aten.fill, aten.masked_fill
+    aten.scalar_tensor,
+    aten.full,
+    aten.full_like,
+    aten.new_full,
+    aten.fill,
+    aten.fill_,
+    aten.masked_fill,
+    aten.masked_fill_,
+    aten.index_put,
+    aten.index_put_,
 )
 def _constant(call: OpCall) -> None:
     """A non-finite scalar written on purpose (attention masks use -inf) is not an incident."""
     scalars = [a for a in tree_leaves((call.args, call.kwargs)) if isinstance(a, (int, float))]
     if any(isinstance(s, float) and not math.isfinite(s) for s in scalars):
         call.intentional = True
-    if call.func.overloadpacket is aten.fill:
+    if call.func.overloadpacket in (aten.fill, aten.fill_):
         call.overwrites = frozenset({0})
 
 
 @op_handler(
     aten.bernoulli,
+    aten.bernoulli_,
     aten.uniform,
+    aten.uniform_,
     aten.normal,
+    aten.normal_,
     aten.random,
+    aten.random_,
     aten.exponential,
+    aten.exponential_,
     aten.zero,
+    aten.zero_,
     aten.zeros_like,
     aten.ones_like,
     aten.rand_like,
@@ -157,6 +172,49 @@ _METADATA = {
     aten.dim,
     aten.is_contiguous,
 }
+
+# Ops whose outputs are finite whenever their inputs are (no overflow, no pole): their
+# outputs need no scan when every input is known finite.
+_FINITE_PRESERVING = {
+    aten.relu,
+    aten.threshold_backward,
+    aten.gelu,
+    aten.silu,
+    aten.sigmoid,
+    aten.tanh,
+    aten._softmax,
+    aten._log_softmax,
+    aten.max_pool2d_with_indices,
+    aten.clone,
+    aten.cat,
+    aten.stack,
+    aten.slice,
+    aten.select,
+    aten.index,
+    aten.index_select,
+    aten.gather,
+    aten.embedding,
+    aten.where,
+    aten.abs,
+    aten.neg,
+    aten.clamp,
+    aten.clamp_min,
+    aten.clamp_max,
+    aten.amax,
+    aten.amin,
+    aten.max,
+    aten.min,
+    aten.sort,
+    aten.topk,
+    aten.flip,
+    aten.roll,
+    aten.repeat,
+    aten.constant_pad_nd,
+    aten.split,
+    aten.split_with_sizes,
+    aten.unbind,
+}
+_UNKNOWN_FINITE = Summary(math.nan, math.nan, False, False)
 
 _ALIASES = {
     "detach",
@@ -279,7 +337,7 @@ class OpTrace:
         """End tracing (idempotent); recorded events stay."""
         if self._mode is not None:
             mode, self._mode = self._mode, None
-            mode.__exit__(None, None, None)
+            exit_mode(mode)
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
@@ -473,6 +531,12 @@ class OpTrace:
             out_summaries = [CLEAN] * len(outs)
         elif func.is_view and len(tensors) == 1 and outs and outs[0].numel() >= tensors[0].numel():
             out_summaries = [entries[0].summary] * len(outs)
+        elif (
+            func.overloadpacket in _FINITE_PRESERVING
+            and all(e.summary.finite for e in entries)
+            and all(math.isfinite(v) for v in _numbers(args, kwargs))
+        ):
+            out_summaries = [_UNKNOWN_FINITE] * len(outs)
         else:
             out_summaries = [summarize(o) for o in outs]
 
@@ -516,15 +580,23 @@ class OpTrace:
             not bad_in
             or (any(s.nan for s in out_summaries) and not any(ev.inputs[i].nan for i in bad_in))
         )
-        leaf_bad = any(e.event is None and not e.summary.finite for e in entries)
+        # NB: in backward, a bad leaf was already caught where it entered the forward
+        leaf_bad = node is None and any(e.event is None and not e.summary.finite for e in entries)
         if call.full_stats or suspicious or leaf_bad or error is not None:
+            # NB: an in-place op's first argument now holds its output, not its input
+            mutated = {0} if _inplace(func) else set()
             ev.full_inputs = tuple(
-                None if i in call.overwrites else tensor_stats(t) for i, t in enumerate(tensors)
+                None if i in call.overwrites or i in mutated else tensor_stats(t)
+                for i, t in enumerate(tensors)
             )
             ev.full_outputs = tuple(tensor_stats(o) for o in outs)
         self.events.append(ev)
+        alias = str(func).split(".")[1] in _ALIASES
         for o, s in zip(outs, out_summaries, strict=True):
-            self._tensors[_key(o)] = _Entry(index, s)
+            key = _key(o)
+            if alias and key in self._tensors:
+                continue  # NB: same data, same view (autograd's detach to save a result)
+            self._tensors[key] = _Entry(index, s)
             if node is None and o.is_floating_point():
                 self._pending.append((weakref.ref(o), index, 0))
 
@@ -551,6 +623,28 @@ class _TraceMode(TorchDispatchMode):
         return out
 
 
+def exit_mode(mode: TorchDispatchMode) -> None:
+    """Exit ``mode`` even when another mode was entered after it and is still active
+    (two tools that start and stop at different points of a step); the modes above it
+    stay, in order. A mode no longer on the stack is left alone."""
+    from torch.utils._python_dispatch import (
+        _get_current_dispatch_mode_stack,
+        _pop_mode,
+        _push_mode,
+    )
+
+    stack = _get_current_dispatch_mode_stack()
+    if not any(m is mode for m in stack):
+        return
+    above = []
+    while stack[-1] is not mode:
+        above.append(_pop_mode())
+        stack.pop()
+    mode.__exit__(None, None, None)
+    for m in reversed(above):
+        _push_mode(m)
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -560,6 +654,14 @@ def _key(t: torch.Tensor) -> tuple:
     if t.numel() == 0:
         return ("empty", id(t))
     return (t.device.type, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
+def _numbers(args: tuple, kwargs: dict) -> list[float]:
+    return [float(a) for a in tree_leaves((args, kwargs)) if isinstance(a, (int, float))]
+
+
+def _inplace(func: Any) -> bool:
+    return str(func).split(".")[1].endswith("_")
 
 
 def _neutral(func: Any) -> str | None:
