@@ -108,9 +108,9 @@ def test_rollback_decays_the_lr_retries_then_stops(tmp_path):
 def test_rollback_run_converges_after_the_fault():
     model, opt = make("rollback", snapshot_every=4)
     clean_model, clean_opt = make(guarded=False)
-    data = batches(60, seed=1)
+    data = batches(36, seed=1)
     for i, (x, y) in enumerate(data):
-        closure_step(model, opt, x, y, poison=i in (10, 25))
+        closure_step(model, opt, x, y, poison=i in (8, 18))
         closure_step(clean_model, clean_opt, x, y)
     assert [d.action for d in opt.diagnoses] == ["rolled-back", "rolled-back"]
     test = batches(4, seed=2)
