@@ -188,7 +188,7 @@ class AutoGuard:
             return
         for entry in self.entries:
             if entry["ours"]:
-                entry["optimizer"].guard.observe_loss(tensor.detach())
+                entry["optimizer"].guard.observe(loss=tensor.detach())
 
     # -- building a guard -------------------------------------------------------------
     def _build(self, opt) -> None:
