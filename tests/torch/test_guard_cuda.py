@@ -43,8 +43,12 @@ def _syncs(fn):
 def test_a_clean_guarded_step_syncs_the_host_once():
     torch.manual_seed(0)
     model = Net().cuda()
-    opt = nt.guard(torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True), model,
-                   snapshot_every=1000, early_warnings=0)
+    opt = nt.guard(
+        torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True),
+        model,
+        snapshot_every=1000,
+        early_warnings=0,
+    )
     plain_model = Net().cuda()
     plain = torch.optim.AdamW(plain_model.parameters(), lr=1e-3, foreach=True)
     data = _data()
@@ -62,8 +66,13 @@ def test_rollback_on_cuda_is_bit_exact_including_the_cuda_rng():
     data = _data()
     torch.manual_seed(0)
     model = Net().cuda()
-    opt = nt.guard(torch.optim.AdamW(model.parameters(), lr=1e-3), model, snapshot_every=2,
-                   lr_decay=1.0, early_warnings=0)
+    opt = nt.guard(
+        torch.optim.AdamW(model.parameters(), lr=1e-3),
+        model,
+        snapshot_every=2,
+        lr_decay=1.0,
+        early_warnings=0,
+    )
     for x, y in data[:2]:
         _step(model, opt, x, y)
     at_snapshot, rng = state(model, opt), torch.cuda.get_rng_state()
@@ -81,8 +90,13 @@ def test_fused_adamw_with_gradscaler_fp16():
     torch.manual_seed(0)
     model = Net().cuda()
     scaler = torch.amp.GradScaler("cuda", init_scale=2.0**24)
-    opt = nt.guard(torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True), model,
-                   scaler=scaler, policy="skip", early_warnings=0)
+    opt = nt.guard(
+        torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True),
+        model,
+        scaler=scaler,
+        policy="skip",
+        early_warnings=0,
+    )
     for i, (x, y) in enumerate(data):
         if i == 8:
             x = x.clone()

@@ -46,13 +46,14 @@ def nonfinite_input(step: int, inputs: Mapping[str, TensorStats]) -> Diagnosis:
 
 
 def nonfinite_parameter(
-    step: int, params: Mapping[str, TensorStats], *, where: str = "before the step"
+    step: int, params: Mapping[str, TensorStats], *, where: str | None = None
 ) -> Diagnosis:
-    """NT403: parameters or buffers were already non-finite ``where``."""
+    """NT403: parameters or buffers were already non-finite ``where`` (default: before
+    step ``step``)."""
+    where = where or f"before step {step}"
     return Diagnosis(
         code="NT403",
-        message=f"{len(params)} parameter(s)/buffer(s) were non-finite {where} {step}: "
-        f"{_names(params)}",
+        message=f"{len(params)} parameter(s)/buffer(s) were non-finite {where}: {_names(params)}",
         location=Location(phase=Phase.FORWARD, step=step, module=_owner(next(iter(params), None))),
         severity=Severity.ERROR,
         evidence={"parameters": _stats_evidence(params), "where": where},

@@ -25,6 +25,7 @@ import functools
 import logging
 import math
 import sys
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,12 +178,15 @@ class TorchGuard:
         for obj in _as_list(scheduler):
             self.track(obj)
         rank, world = _rank_world()
+        # the engine refers back weakly, so that a dropped guard can be collected (and its
+        # run's "end" record written) while the engine outlives it in the finalizer
+        opt_ref = weakref.ref(optimizer)
         self.engine = GuardEngine(
             config,
             framework="torch",
-            restore=self._restore_snapshot,
-            lrs=lambda: [g["lr"] for g in optimizer.param_groups],
-            scale_lr=self.scale_lr,
+            restore=_weak(self._restore_snapshot),
+            lrs=lambda: [g["lr"] for g in opt_ref().param_groups] if opt_ref() else [],
+            scale_lr=_weak(self.scale_lr),
             rank=rank,
             world_size=world,
         )
@@ -192,7 +196,8 @@ class TorchGuard:
         self._in_step = False
         self._inputs: list[torch.Tensor] = []  # input sums of this step (device scalars)
         self._last_args: Any = None  # the model's last training inputs (references)
-        self._versions: list[int] | None = None  # param versions after our last update
+        self._versions: list[int] | None = None  # param versions after our last clean update
+        self._warned_step: int | None = None  # the last update applied despite an incident
         self._pending_loss: torch.Tensor | None = None
         self._targets: Any = None
         self.bundles: list[Path] = []  # repro bundles written so far
@@ -217,6 +222,8 @@ class TorchGuard:
         )
         self.step_state.save(host_rng=True)
         self.engine.take_snapshot(self._capture())
+        # the "end" record is written on unguard/close, or when the guard is collected
+        self._finalizer = weakref.finalize(self, _end_run, self.engine)
 
     # -- public ------------------------------------------------------------------------
 
@@ -243,11 +250,20 @@ class TorchGuard:
         self.tracked.append(obj)
 
     def scale_lr(self, factor: float) -> None:
-        """Multiply the LR of every group, and the base LRs of tracked schedulers."""
+        """Multiply the LR of every group, and the base LRs of its schedulers (tracked ones,
+        and any other scheduler of this optimizer, found when it first matters)."""
         for group in self.optimizer.param_groups:
             for key in _LR_KEYS:
                 if isinstance(group.get(key), (int, float)):
                     group[key] *= factor
+        for obj in _schedulers_of(self.optimizer):
+            if not any(obj is t for t in self.tracked):
+                logger.warning(
+                    "nantrap: %s was not given to the guard (scheduler=...): the LR decay is "
+                    "applied to it, but its state is not part of the snapshots",
+                    type(obj).__name__,
+                )
+                self.tracked.append(obj)
         for obj in self.tracked:
             if isinstance(getattr(obj, "base_lrs", None), list):
                 obj.base_lrs = [lr * factor for lr in obj.base_lrs]
@@ -283,6 +299,7 @@ class TorchGuard:
         opt.__dict__.pop("_nantrap_guard", None)
         if not self.engine.ended:
             self.engine.end(status)
+        self._finalizer.detach()
 
     def state_dict(self) -> dict[str, Any]:
         """The guard's own state (history, policy, snapshots, events); the optimizer's is
@@ -415,17 +432,22 @@ class TorchGuard:
                 self._drop_step()
                 self._after_incident(decision)
                 return loss
-            self._apply_update(params, obs, kwargs)
+            self._apply_update(params, obs, kwargs, clean=True)
             return loss
         self._incident(problem, obs, params, loss, closure, traced, kwargs)
         return loss
 
-    def _apply_update(self, params: list[torch.Tensor], obs: Observation, kwargs: dict) -> None:
+    def _apply_update(
+        self, params: list[torch.Tensor], obs: Observation, kwargs: dict, *, clean: bool = False
+    ) -> None:
+        """Run the wrapped optimizer's step; ``clean``: the step was judged finite (a later
+        non-finite weight is then this update's doing)."""
         every = self.config.ratio_every
         self.probe.before_update(params, sample_ratio=every > 0 and self.engine.step % every == 0)
         self.base_class.step(self.optimizer, **kwargs)
         self.probe.after_update(params)
-        self._versions = [p._version for p in params]
+        self._versions = [p._version for p in params] if clean else None
+        self._warned_step = None if clean else self.engine.step
         ranges = None
         if self.early is not None:
             ranges = getattr(self.early, "ranges", None) or None
@@ -486,6 +508,13 @@ class TorchGuard:
             if not torch.isfinite(p.detach()).all():
                 bad[names.get(id(p), f"param[{i}]")] = _stats(p)
         ours = self._versions is not None and self._versions == [p._version for p in params]
+        if self._warned_step is not None and not ours:
+            return nonfinite_parameter(
+                step,
+                bad,
+                where=f"after the update of step {self._warned_step}, which "
+                "policy 'warn' let through",
+            )
         if ours:
             return self.engine.explain(
                 what=f"the update of step {step - 1} made {len(bad)} parameter(s) non-finite "
@@ -675,6 +704,31 @@ def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _weak(method: Callable) -> Callable:
+    ref = weakref.WeakMethod(method)
+    return lambda *args: ref()(*args)
+
+
+def _end_run(engine: GuardEngine) -> None:
+    if not engine.ended:
+        engine.end()
+
+
+def _schedulers_of(optimizer: torch.optim.Optimizer) -> list[Any]:
+    """LR schedulers that drive ``optimizer`` (a scan of its referrers: rollback path only)."""
+    import gc
+
+    from torch.optim.lr_scheduler import LRScheduler
+
+    found = []
+    for ref in gc.get_referrers(optimizer):
+        owners = [ref] if isinstance(ref, LRScheduler) else []
+        if isinstance(ref, dict) and ref.get("optimizer") is optimizer:
+            owners = [o for o in gc.get_referrers(ref) if isinstance(o, LRScheduler)]
+        found += [o for o in owners if getattr(o, "optimizer", None) is optimizer]
+    return found
 
 
 def _rank_world() -> tuple[int, int]:
