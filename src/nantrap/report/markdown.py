@@ -35,6 +35,12 @@ def render_markdown(log: RunLog, *, source_roots: Sequence[Path] = ()) -> str:
     ]
     out.append(" · ".join(f"**{k}** {v}" for k, v in facts if v is not None))
     out.append("")
+    incidents = log.incidents()
+    if incidents:
+        out += [f"**First incident:** {incidents[0].diagnosis.headline()}", ""]
+    bad = sorted({r for i in incidents for r in i.context.get("bad_ranks") or ()})
+    if bad and log.distributed:
+        out += [f"**Rank(s) that went bad:** {', '.join(map(str, bad))}", ""]
     if log.problems:
         out.append("> **Parts of this run could not be read** (the rest is shown):")
         out += [f"> - `{p}`" for p in log.problems]
