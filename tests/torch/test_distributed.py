@@ -71,4 +71,6 @@ def test_one_bad_rank_same_decision_everywhere(world, fault_rank, tmp_path):
     assert "NT401" in page  # the bad rank's own diagnosis: a non-finite input
     text = render_markdown(load_run(tmp_path / "rollback"))
     assert f"**Rank(s) that went bad:** {fault_rank}\n" in text
+    assert f"**First incident (rank {fault_rank}):** step {FAULT_STEP}" in text
+    assert "- **origin**: this rank's own gradients were non-finite" in text
     assert f"(rank {fault_rank}): rolled back to step 0" in text

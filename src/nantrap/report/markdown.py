@@ -10,6 +10,7 @@ from nantrap.report._format import (
     action_text,
     fmt,
     grouped_actions,
+    origin_text,
     source_context,
     split_evidence,
 )
@@ -37,7 +38,9 @@ def render_markdown(log: RunLog, *, source_roots: Sequence[Path] = ()) -> str:
     out.append("")
     incidents = log.incidents()
     if incidents:
-        out += [f"**First incident:** {incidents[0].diagnosis.headline()}", ""]
+        first = incidents[0]
+        rank = f" (rank {first.rank})" if log.distributed and first.rank is not None else ""
+        out += [f"**First incident{rank}:** {first.diagnosis.headline()}", ""]
     bad = sorted({r for i in incidents for r in i.context.get("bad_ranks") or ()})
     if bad and log.distributed:
         out += [f"**Rank(s) that went bad:** {', '.join(map(str, bad))}", ""]
@@ -89,6 +92,9 @@ def _incident(n: int, incident: Incident, roots: tuple[Path, ...], distributed: 
         ("source", loc.source()),
     ]
     out += [f"- **{k}**: `{v}`" for k, v in facts if v]
+    origin = origin_text(incident.context) if distributed else None
+    if origin:
+        out.append(f"- **origin**: {origin}")
     context = source_context(loc, roots=roots)
     if context:
         out += ["", "```python"]
