@@ -216,3 +216,21 @@ def test_sampled_early_warning_ranges_go_into_step_records(tmp_path):
     fc1 = ranged[0]["ranges"]["model.fc1"]
     assert fc1["min"] < 0 < fc1["max"] and "saturated" in fc1
     assert events[-1]["type"] == "end" and events[-1]["status"] == "ok"
+
+
+def test_a_scheduler_tracked_late_does_not_break_rollback_to_an_older_snapshot():
+    model, opt = make("rollback", snapshot_every=100)  # only the step-0 snapshot exists
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    opt.guard.track(sched)
+    for i, (x, y) in enumerate(DATA[:3]):
+        closure_step(model, opt, x, y, poison=i == 2)
+        sched.step()
+    assert opt.diagnoses[-1].action == "rolled-back" and opt.guard.step_count == 0
+
+
+def test_a_stopped_guard_still_returns_the_closure_loss():
+    model, opt = make("stop")
+    closure_step(model, opt, *DATA[0], poison=True)
+    assert opt.stopped
+    loss = closure_step(model, opt, *DATA[1])
+    assert loss is not None and torch.isfinite(loss)

@@ -223,10 +223,11 @@ class GuardEngine:
     def _check_loss_scale(self, obs: Observation) -> None:
         self.check_loss_scale(obs.loss_scale)
 
-    def check_loss_scale(self, scale: float) -> None:
-        """Watch a GradScaler-style loss scale; NT201 once when it falls below the floor."""
+    def check_loss_scale(self, scale: float) -> bool:
+        """Watch a GradScaler-style loss scale; NT201 once when it falls below the floor.
+        True when this call reported it."""
         if not math.isfinite(scale):
-            return
+            return False
         if self.initial_loss_scale is None:
             self.initial_loss_scale = scale
         if scale < self.config.min_loss_scale and not self._scale_warned:
@@ -239,6 +240,8 @@ class GuardEngine:
                     floor=self.config.min_loss_scale,
                 )
             )
+            return True
+        return False
 
     # -- incidents ---------------------------------------------------------------------
 

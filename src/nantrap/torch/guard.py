@@ -203,8 +203,7 @@ class TorchGuard:
         self.bundles: list[Path] = []  # repro bundles written so far
         self._trace: Any = None  # ArmedTrace in loop form B
         self._trace_left = 0
-        self._bundles = 0
-        self._last_ranges: dict | None = None
+        self._sampled = False  # early warnings sampled this step: its ranges go on record
         self._warned_stopped = False
         self._hooks = []
         if model is not None:
@@ -307,7 +306,7 @@ class TorchGuard:
         return {
             "engine": self.engine.state_dict(),
             "versions": self._versions,
-            "bundles": self._bundles,
+            "bundles": [str(p) for p in self.bundles],
             "early": self.early.state_dict() if self.early is not None else None,
         }
 
@@ -315,7 +314,7 @@ class TorchGuard:
         self.engine.load_state_dict(state["engine"])
         self.config = self.engine.config
         self._versions = state.get("versions")
-        self._bundles = int(state.get("bundles", 0))
+        self.bundles = [Path(p) for p in state.get("bundles", [])]
         if self.early is not None and state.get("early") is not None:
             self.early.load_state_dict(state["early"])
 
@@ -338,6 +337,11 @@ class TorchGuard:
         scale are not."""
         engine = self.engine
         params = self.probe.params()
+        for w in self.early.end_step(engine.step) if self.early is not None else ():
+            engine.warn(w)
+        traced = self._finish_trace(engine.step) if self._trace is not None else None
+        if traced is not None:  # what overflowed in the skipped step: context, not an incident
+            engine.warn(dataclasses.replace(traced, incident=False, action="skipped-by-scaler"))
         obs = self.probe.measure(params, loss=None, inputs=self._inputs, scale=self.scaler._scale)
         problem = engine.classify(dataclasses.replace(obs, grad_norm=0.0))
         if problem is Problem.CORRUPT_STATE:
@@ -348,8 +352,8 @@ class TorchGuard:
         elif problem is Problem.BAD_INPUT and (stats := self._bad_inputs()):
             self._drop_step()
             self._after_incident(engine.act(nonfinite_input(engine.step, stats), obs=obs))
-        else:
-            engine.check_loss_scale(obs.loss_scale)
+        elif engine.check_loss_scale(obs.loss_scale) and self.config.localize:
+            self._arm_trace()  # the next skipped step shows which op overflows
 
     def _begin(self) -> None:
         if not self._fresh:
@@ -382,8 +386,18 @@ class TorchGuard:
             if not self._warned_stopped:
                 self._warned_stopped = True
                 logger.warning("nantrap: training was stopped; opt.step() no longer updates")
-            self._end_iteration()
-            return None
+            if closure is None:
+                self._end_iteration()
+                return None
+            self._begin()
+            self._in_step = True
+            try:
+                with torch.enable_grad():
+                    return closure()  # the caller still gets a loss; nothing else changes
+            finally:
+                self._in_step = False
+                self._drop_step()
+                self._end_iteration()
         if closure is not None and isinstance(self.optimizer, _OPAQUE):
             return self._closure_step_opaque(closure, **kwargs)
         self._in_step = True
@@ -411,6 +425,7 @@ class TorchGuard:
         params = self.probe.params()
         loss_t = loss if isinstance(loss, torch.Tensor) else None
         self._begin()  # no-op when the forward pre-hook already saved the step's start
+        self._sampled = self.early is not None and self.early.sampling
         for w in self.early.end_step(step) if self.early is not None else ():
             engine.warn(w)
         traced = self._finish_trace(step) if self._trace is not None else None
@@ -448,13 +463,7 @@ class TorchGuard:
         self.probe.after_update(params)
         self._versions = [p._version for p in params] if clean else None
         self._warned_step = None if clean else self.engine.step
-        ranges = None
-        if self.early is not None:
-            ranges = getattr(self.early, "ranges", None) or None
-            if ranges is not None and ranges == self._last_ranges:
-                ranges = None
-            elif ranges is not None:
-                self._last_ranges = {k: dict(v) for k, v in ranges.items()}
+        ranges = self.early.ranges or None if self._sampled and self.early is not None else None
         diverging = self.engine.after_update(obs, ranges=ranges)
         if diverging is not None:
             self._after_incident(self.engine.act(diverging, update_applied=True))
@@ -487,7 +496,8 @@ class TorchGuard:
             diagnosis = nonfinite_input(step, stats)
         else:
             diagnosis = self._explain_nonfinite(obs, closure, traced, step)
-        if self.config.bundle and self.config.log_dir and self._bundles < self.config.max_bundles:
+        config = self.config
+        if config.bundle and config.log_dir and len(self.bundles) < config.max_bundles:
             self._write_bundle(diagnosis, step)
         if self.config.policy != "warn":
             self._drop_step()
@@ -638,7 +648,6 @@ class TorchGuard:
         except Exception as err:
             logger.warning("nantrap: could not write the repro bundle: %r", err)
             return
-        self._bundles += 1
         self.bundles.append(path)
         logger.warning("nantrap: repro bundle written to %s", path)
 
