@@ -74,8 +74,6 @@ class KerasAutoGuard:
 
     def close(self, status: str) -> list[str]:
         self.remove()
-        if not self.traps:
-            return ["keras: the script called no Model.fit (custom loops: nantrap.tf.guard_step)"]
         return []
 
 
