@@ -174,3 +174,12 @@ def test_multi_process_diagnoses_carry_the_rank():
     single = Trainer(policy="warn").engine
     single.act(_incident(1))
     assert single.diagnoses[0].location.rank is None
+
+
+def test_bad_input_seen_on_another_rank_is_still_bad_data():
+    from nantrap.guard.incidents import nonfinite_input
+
+    d = nonfinite_input(4, {})
+    assert d.code == "NT401" and "another rank" in d.message
+    engine = Trainer(policy="rollback").engine
+    assert engine.act(d).action is Action.SKIP  # the same decision as on the bad rank

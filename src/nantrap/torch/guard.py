@@ -5,14 +5,8 @@
     opt.step(closure)                      # A: closure form, full replay on an incident
     loss.backward(); opt.step()            # B: an existing loop, unchanged
 
-How the optimizer is wrapped: ``guard`` swaps the instance's class for a subclass of its
-own class whose ``step`` runs the guard (see :func:`_guarded_class`). The object the user
-holds stays the same object, so everything keyed on it keeps working: ``isinstance`` checks,
-LR schedulers created before or after, GradScaler's per-optimizer state (keyed by
-``id(optimizer)``), ``param_groups``/``state`` identity, ``state_dict`` (the plain
-optimizer's, loadable without nantrap). A wrapper object would have to forward every
-attribute and would break ``id``-keyed state; a second object sharing ``__dict__`` would
-leave an unguarded twin around. ``unguard(opt)`` restores the original class.
+The optimizer is guarded in place (its class is swapped for a guarded subclass; see
+``_optimizer.py``), so ``guard`` returns the very object it was given.
 
 Per step the guard adds a handful of fused reductions and ONE host sync (see
 ``_detect.py``); snapshots copy state to host every ``snapshot_every`` steps.
@@ -42,6 +36,12 @@ from nantrap.guard.policy import Action, Decision
 from nantrap.guard.stats import TensorStats
 from nantrap.torch import _snapshot
 from nantrap.torch._detect import Probe, input_sum
+from nantrap.torch._optimizer import (
+    guarded_class,
+    guarded_step,
+    route_scheduler_patch,
+    schedulers_of,
+)
 
 __all__ = ["TorchGuard", "guard", "unguard"]
 
@@ -89,69 +89,6 @@ def unguard(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     if isinstance(g, TorchGuard):
         g.close()
     return optimizer
-
-
-# -- the guarded optimizer class --------------------------------------------------------
-
-
-def _guarded_step(self: Any, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
-    return self._nantrap_guard.step(closure, **kwargs)
-
-
-_guarded_step.hooked = True  # type: ignore[attr-defined]  # keep torch from re-wrapping it
-
-
-def _zero_grad(self: Any, set_to_none: bool = True) -> None:
-    self._nantrap_guard.new_iteration()
-    type(self).__mro__[1].zero_grad(self, set_to_none)
-
-
-def _reduce_ex(self: Any, protocol: int) -> Any:
-    """Pickle / deepcopy as the plain optimizer class (the guard is not copied)."""
-    return (_plain_optimizer, (type(self).__mro__[1], self.__getstate__()))
-
-
-def _plain_optimizer(cls: type, state: dict[str, Any]) -> torch.optim.Optimizer:
-    optimizer = cls.__new__(cls)
-    optimizer.__setstate__(state)
-    return optimizer
-
-
-@functools.cache
-def _guarded_class(cls: type) -> type:
-    """``cls`` with the guard's ``step``: same name, ``isinstance(opt, cls)`` stays true."""
-    return type(
-        cls.__name__,
-        (cls,),
-        {
-            "__module__": cls.__module__,
-            "__qualname__": f"{cls.__qualname__}[nantrap-guarded]",
-            "step": _guarded_step,
-            "zero_grad": _zero_grad,
-            "__reduce_ex__": _reduce_ex,
-            "guard": property(lambda self: self._nantrap_guard, doc="The TorchGuard."),
-            "diagnoses": property(
-                lambda self: self._nantrap_guard.diagnoses, doc="The guard's findings."
-            ),
-            "stopped": property(lambda self: self._nantrap_guard.stopped),
-        },
-    )
-
-
-def _route_scheduler_patch(optimizer: torch.optim.Optimizer, target: Callable) -> None:
-    """An LR scheduler replaces ``optimizer.step`` by an instance attribute wrapping the
-    class's step as it was then; point that wrapper at ``target`` (the guarded step, or the
-    plain one again on ``unguard``), keeping the call flag the scheduler checks."""
-    patched = optimizer.__dict__.get("step")
-    if patched is None or not hasattr(patched, "_wrapped_by_lr_sched"):
-        return
-
-    def step(*args: Any, **kwargs: Any) -> Any:
-        optimizer._opt_called = True  # what the scheduler's own wrapper records
-        return target(*args, **kwargs)
-
-    step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
-    optimizer.__dict__["step"] = step
 
 
 # -- the guard ----------------------------------------------------------------------------
@@ -210,8 +147,8 @@ class TorchGuard:
             self._hooks.append(model.register_forward_pre_hook(self._on_forward, with_kwargs=True))
         self.early = self._make_early_warnings()
         optimizer._nantrap_guard = self
-        optimizer.__class__ = _guarded_class(self.base_class)
-        _route_scheduler_patch(optimizer, functools.partial(_guarded_step, optimizer))
+        optimizer.__class__ = guarded_class(self.base_class)
+        route_scheduler_patch(optimizer, functools.partial(guarded_step, optimizer))
         # fused optimizers let GradScaler skip the unscale; the guard needs unscaled grads
         self._amp_flag = optimizer.__dict__.pop("_step_supports_amp_scaling", None)
         self.engine.start(
@@ -255,7 +192,7 @@ class TorchGuard:
             for key in _LR_KEYS:
                 if isinstance(group.get(key), (int, float)):
                     group[key] *= factor
-        for obj in _schedulers_of(self.optimizer):
+        for obj in schedulers_of(self.optimizer):
             if not any(obj is t for t in self.tracked):
                 logger.warning(
                     "nantrap: %s was not given to the guard (scheduler=...): the LR decay is "
@@ -290,9 +227,9 @@ class TorchGuard:
             self.early.close()
             self.early = None
         opt = self.optimizer
-        if type(opt) is _guarded_class(self.base_class):
+        if type(opt) is guarded_class(self.base_class):
             opt.__class__ = self.base_class
-        _route_scheduler_patch(opt, functools.partial(self.base_class.step, opt))
+        route_scheduler_patch(opt, functools.partial(self.base_class.step, opt))
         if self._amp_flag is not None:
             opt._step_supports_amp_scaling = self._amp_flag
         opt.__dict__.pop("_nantrap_guard", None)
@@ -349,8 +286,9 @@ class TorchGuard:
             self._after_incident(
                 engine.act(self._explain_corrupt(params, engine.step), state_corrupt=True, obs=obs)
             )
-        elif problem is Problem.BAD_INPUT and (stats := self._bad_inputs()):
+        elif problem is Problem.BAD_INPUT and self._inputs_really_bad():
             self._drop_step()
+            stats = self._bad_inputs()
             self._after_incident(engine.act(nonfinite_input(engine.step, stats), obs=obs))
         elif engine.check_loss_scale(obs.loss_scale) and self.config.localize:
             self._arm_trace()  # the next skipped step shows which op overflows
@@ -436,7 +374,7 @@ class TorchGuard:
             scale=self.scaler._scale if self.scaler is not None else None,
         )
         problem = engine.classify(obs)
-        if problem is Problem.BAD_INPUT and not self._bad_inputs():
+        if problem is Problem.BAD_INPUT and not self._inputs_really_bad():
             # the input sum overflowed, the inputs themselves are finite
             problem = engine.classify(dataclasses.replace(obs, inputs_finite=True))
         if problem is None or isinstance(problem, Spike):
@@ -492,8 +430,8 @@ class TorchGuard:
         state_corrupt = problem is Problem.CORRUPT_STATE
         if problem is Problem.CORRUPT_STATE:
             diagnosis = self._explain_corrupt(params, step)
-        elif problem is Problem.BAD_INPUT and (stats := self._bad_inputs()):
-            diagnosis = nonfinite_input(step, stats)
+        elif problem is Problem.BAD_INPUT:
+            diagnosis = nonfinite_input(step, self._bad_inputs())
         else:
             diagnosis = self._explain_nonfinite(obs, closure, traced, step)
         config = self.config
@@ -533,6 +471,12 @@ class TorchGuard:
                 force_divergence=True,
             )
         return nonfinite_parameter(step, bad)
+
+    def _inputs_really_bad(self) -> bool:
+        """The all-reduced input flag said non-finite: confirm it with the exact check (a
+        float32 sum of finite values can overflow). In a distributed run the flag stands:
+        another rank's batch may be the bad one, and every rank must decide alike."""
+        return self.engine.world_size > 1 or bool(self._bad_inputs())
 
     def _bad_inputs(self) -> dict[str, TensorStats]:
         if self._last_args is None:
@@ -723,21 +667,6 @@ def _weak(method: Callable) -> Callable:
 def _end_run(engine: GuardEngine) -> None:
     if not engine.ended:
         engine.end()
-
-
-def _schedulers_of(optimizer: torch.optim.Optimizer) -> list[Any]:
-    """LR schedulers that drive ``optimizer`` (a scan of its referrers: rollback path only)."""
-    import gc
-
-    from torch.optim.lr_scheduler import LRScheduler
-
-    found = []
-    for ref in gc.get_referrers(optimizer):
-        owners = [ref] if isinstance(ref, LRScheduler) else []
-        if isinstance(ref, dict) and ref.get("optimizer") is optimizer:
-            owners = [o for o in gc.get_referrers(ref) if isinstance(o, LRScheduler)]
-        found += [o for o in owners if getattr(o, "optimizer", None) is optimizer]
-    return found
 
 
 def _rank_world() -> tuple[int, int]:
