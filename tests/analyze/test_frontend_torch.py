@@ -137,3 +137,9 @@ def test_bfloat16_model_is_analyzed_in_bfloat16():
     res = analyze(model, (torch.rand(2, 8, dtype=torch.bfloat16),), input_ranges={"x": "0:100"})
     (f,) = res.by_code("NT201")  # exp past the bfloat16 max 3.39e38: 16-bit overflow
     assert f.evidence["dtype"] == "bfloat16"
+
+
+def test_additive_finfo_min_mask_is_not_an_overflow():
+    x, mask = torch.rand(1, 5, 8), torch.ones(1, 5, 5)
+    res = analyze(M.MaskedAttention(), (x, mask), input_ranges={"x": "-3:3", "mask": "0:1"})
+    assert res.problems == []

@@ -195,7 +195,7 @@ def _round(x: float, fmt: FloatFormat, up: bool, ulps: int) -> float:
         if math.isinf(y):
             break
         y = y + ulp(y if up else y - fmt.smallest_subnormal, fmt) * (1 if up else -1)
-    if abs(x) > fmt.max:  # the exact value is past the format's max: it overflows
+    if abs(x) >= fmt.max + ulp(fmt.max, fmt) / 2:  # rounds past max (round-to-nearest)
         return INF if x > 0 else -INF
     # NB: the kernel's last-place error is not allowed to carry a representable result
     # past max (that would flag every op whose range touches max as an overflow)

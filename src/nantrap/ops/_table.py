@@ -827,6 +827,8 @@ op(
         "aten.reshape_as",
         "aten.type_as",
         "aten.identity",
+        "aten.broadcast_tensors",
+        "aten.broadcast_to",
     ),
     tf_op=(
         "Identity",
@@ -1147,4 +1149,20 @@ op(
     aten=("aten.rand", "aten.rand_like", "aten.randn", "aten.randn_like", "aten.normal"),
     tf_op=("TruncatedNormal", "RandomUniform", "RandomStandardNormal", "StatelessTruncatedNormal"),
     onnx=("RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike"),
+)
+op(
+    "regression_loss",
+    Kind.LOSS,
+    "mean squared / absolute / smooth-L1 / Huber error",
+    torch=(
+        "torch.nn.functional.mse_loss",
+        "torch.nn.functional.l1_loss",
+        "torch.nn.functional.smooth_l1_loss",
+        "torch.nn.functional.huber_loss",
+    ),
+    aten=("aten.mse_loss", "aten.l1_loss", "aten.smooth_l1_loss", "aten.huber_loss"),
+    tf_op=("SquaredDifference",),
+    output_range=(0.0, INF),
+    overflows=True,
+    trap="NT116",
 )

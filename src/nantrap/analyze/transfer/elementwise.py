@@ -58,7 +58,7 @@ def sinh(ctx: Ctx, x: Interval) -> Interval:
     return increasing(x, lambda v: math.copysign(INF, v) if abs(v) > 710 else math.sinh(v))
 
 
-@transfer("sqrt", ref=np.sqrt)
+@transfer("sqrt", ref=np.sqrt, ulps=0)  # IEEE: correctly rounded
 def sqrt(ctx: Ctx, x: Interval) -> Interval | None:
     inside = check_domain(ctx, "sqrt", x)
     if inside is None:
@@ -73,7 +73,7 @@ def rsqrt(ctx: Ctx, x: Interval) -> Interval | None:
     return decreasing(inside, lambda v: INF if v == 0 else 1 / math.sqrt(v)) if inside else None
 
 
-@transfer("reciprocal", ref=np.reciprocal)
+@transfer("reciprocal", ref=np.reciprocal, ulps=0)
 def reciprocal(ctx: Ctx, x: Interval) -> Interval | None:
     check_domain(ctx, "reciprocal", x)
     return inverse(x)
@@ -90,7 +90,7 @@ def inverse(x: Interval) -> Interval:
     return Interval.unknown()
 
 
-@transfer("square", ref=np.square)
+@transfer("square", ref=np.square, ulps=0)
 def square(ctx: Ctx, x: Interval) -> Interval:
     return convex(x, lambda v: v * v, at=0.0)
 

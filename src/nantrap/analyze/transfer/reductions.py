@@ -193,3 +193,14 @@ def bce(ctx: Ctx, p: Interval, t: Interval, *_rest: Interval | None) -> Interval
         input_hi=p.hi,
     )
     return Interval(0.0, 100.0 * max(1.0, t.magnitude))
+
+
+@transfer(
+    "regression_loss",
+    ref=lambda a, b: np.mean((a - b) ** 2),
+    example=Example(shapes=((4,), (4,)), out_shape=()),
+)
+def regression_loss(ctx: Ctx, a: Interval, b: Interval, *_rest: Interval | None) -> Interval:
+    """Squared error bounds the others (|d| <= d**2 for |d| >= 1; smooth-L1/Huber <= both)."""
+    d = max(abs(a.hi - b.lo), abs(b.hi - a.lo))
+    return Interval(0.0, max(d, d * d))
