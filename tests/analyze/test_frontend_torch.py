@@ -48,6 +48,7 @@ def test_log_of_softmax_found_and_fixed_twin_clean():
     assert f.evidence["path"][:3] == ["log", "softmax", "linear head"]
     assert f.location.path.endswith("torch_models.py") and f.location.line > 0
     assert "log_softmax" in f.fix
+    assert 0 < f.evidence["safe_weight_bound"] < 0.35  # RANUM-style weight precondition
     # with small inputs the range is finite, but the pattern is still reported
     mild = analyze(M.Classifier().eval(), X, input_ranges=UNIT)
     assert [g.severity.value for g in mild.by_code("NT101")] == ["warning"]

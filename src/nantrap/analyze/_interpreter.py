@@ -252,7 +252,3 @@ def ancestors(graph: Graph, name: str) -> list[str]:
                 order.append(i)
                 stack.append(i)
     return order
-
-
-def isfinite_interval(x: Interval) -> bool:
-    return math.isfinite(x.lo) and math.isfinite(x.hi)

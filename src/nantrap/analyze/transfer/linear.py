@@ -25,7 +25,7 @@ def _scale(a: np.ndarray, v: float) -> np.ndarray:
     return a * v
 
 
-def rows_bound(ctx: Ctx, x: Interval, pos: np.ndarray, neg: np.ndarray, bias=None) -> Interval:
+def rows_bound(x: Interval, pos: np.ndarray, neg: np.ndarray, bias=None) -> Interval:
     """Hull over rows of ``w . x + b`` given per-row sums of the positive/negative weights."""
     with np.errstate(invalid="ignore"):
         lo = _scale(pos, x.lo) + _scale(neg, x.hi)
@@ -34,13 +34,7 @@ def rows_bound(ctx: Ctx, x: Interval, pos: np.ndarray, neg: np.ndarray, bias=Non
             lo, hi = lo + bias, hi + bias
     lo = np.nan_to_num(lo, nan=-INF, posinf=INF, neginf=-INF)
     hi = np.nan_to_num(hi, nan=INF, posinf=INF, neginf=-INF)
-    out = Interval(float(lo.min()), float(hi.max()))
-    k_total = float((pos - neg).max()) * x.magnitude if x.is_finite else INF
-    return widen(out, slack(ctx, _k_of(pos), k_total))
-
-
-def _k_of(pos: np.ndarray) -> int:
-    return int(pos.shape[-1]) if pos.ndim else 1
+    return Interval(float(lo.min()), float(hi.max()))
 
 
 def _affine(ctx: Ctx, x: Interval, w: np.ndarray, axis: int, bias=None) -> Interval:
@@ -48,7 +42,7 @@ def _affine(ctx: Ctx, x: Interval, w: np.ndarray, axis: int, bias=None) -> Inter
     pos = np.maximum(w, 0).sum(axis=axis, dtype=np.float64)
     neg = np.minimum(w, 0).sum(axis=axis, dtype=np.float64)
     b = None if bias is None else _bias_for(bias, pos)
-    out = rows_bound(ctx, x, pos, neg, b)
+    out = rows_bound(x, pos, neg, b)
     k = w.shape[axis] if w.ndim else 1
     return widen(out, slack(ctx, k, float((pos - neg).max()) * x.magnitude))
 
@@ -66,7 +60,7 @@ def _generic(ctx: Ctx, a: Interval, b: Interval, k: int) -> Interval:
     return widen(out, slack(ctx, k, k * one.magnitude))
 
 
-def _plus(x: Interval, bias: Interval | None, ctx: Ctx, i: int, beta: float = 1.0) -> Interval:
+def _plus(x: Interval, bias: Interval | None, beta: float = 1.0) -> Interval:
     if bias is None:
         return x
     b = bias if beta == 1 else coordinatewise_monotone(bias, Interval.point(beta), mul)
@@ -95,7 +89,7 @@ def matmul(ctx: Ctx, a: Interval, b: Interval, bias: Interval | None = None) -> 
         out = _generic(ctx, a, b, k or _k_from_b(ctx, tb))
     if alpha != 1:
         out = coordinatewise_monotone(out, Interval.point(alpha), mul)
-    return _plus(out, bias, ctx, 2, beta)
+    return _plus(out, bias, beta)
 
 
 def _k_from_b(ctx: Ctx, tb: bool) -> int:
@@ -116,10 +110,10 @@ def linear(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Int
         return (
             _affine(ctx, x, wv, axis=-1, bias=bv)
             if bv is not None or b is None
-            else _plus(_affine(ctx, x, wv, axis=-1), b, ctx, 2)
+            else _plus(_affine(ctx, x, wv, axis=-1), b)
         )
     k = (ctx.shape(1) or (None, 1 << 30))[-1]
-    return _plus(_generic(ctx, x, w, k), b, ctx, 2)
+    return _plus(_generic(ctx, x, w, k), b)
 
 
 def _conv_ref(x, w, b):
@@ -143,7 +137,7 @@ def conv(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Inter
     if wv is None:
         shape = ctx.shape(1)
         k = math.prod(shape[1:]) if shape else 1 << 30
-        return _plus(_generic(ctx, x, w, k), b, ctx, 2)
+        return _plus(_generic(ctx, x, w, k), b)
     flat = wv.reshape(wv.shape[0], -1) if not ctx.attr("transposed") else _transposed(wv)
     if ctx.attr("transposed"):  # each output sums a subset of the kernel's terms
         with np.errstate(invalid="ignore"):
@@ -156,7 +150,7 @@ def conv(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Inter
         out = Interval(float(lo.min()), float(hi.max()))
         return widen(out, slack(ctx, flat.shape[1], float(np.abs(flat).sum(1).max()) * x.magnitude))
     out = _affine(ctx, x, flat, axis=-1, bias=bv)
-    return out if bv is not None or b is None else _plus(out, b, ctx, 2)
+    return out if bv is not None or b is None else _plus(out, b)
 
 
 def _transposed(w: np.ndarray) -> np.ndarray:
