@@ -829,6 +829,13 @@ op(
         "aten.identity",
         "aten.broadcast_tensors",
         "aten.broadcast_to",
+        "aten.upsample_nearest1d",
+        "aten.upsample_nearest2d",
+        "aten.upsample_nearest3d",
+        "aten.pad",
+        "aten.constant_pad_nd",
+        "aten.reflection_pad2d",
+        "aten.replication_pad2d",
     ),
     tf_op=(
         "Identity",
@@ -908,6 +915,9 @@ op(
         "aten.adaptive_avg_pool1d",
         "aten.adaptive_avg_pool2d",
         "aten._adaptive_avg_pool2d",
+        "aten.upsample_bilinear2d",
+        "aten.upsample_linear1d",
+        "aten.upsample_trilinear3d",
     ),
     tf_op=("AvgPool", "AvgPool3D"),
     keras=("keras.layers.AveragePooling2D", "keras.layers.GlobalAveragePooling2D"),
@@ -1165,4 +1175,33 @@ op(
     output_range=(0.0, INF),
     overflows=True,
     trap="NT116",
+)
+op(
+    "conv_transpose",
+    Kind.LINEAR,
+    "transposed convolution (each output sums a subset of kernel terms)",
+    torch=("torch.nn.functional.conv_transpose2d", "torch.nn.ConvTranspose2d"),
+    aten=("aten.conv_transpose1d", "aten.conv_transpose2d", "aten.conv_transpose3d"),
+    tf_op=("Conv2DBackpropInput",),
+    overflows=True,
+    trap="NT116",
+)
+op(
+    "hardswish",
+    A,
+    "x * relu6(x + 3) / 6",
+    torch=("torch.nn.functional.hardswish", "torch.nn.Hardswish"),
+    aten=("aten.hardswish",),
+    onnx=("HardSwish",),
+    output_range=(-0.375, INF),
+)
+op(
+    "hardsigmoid",
+    A,
+    "relu6(x + 3) / 6",
+    torch=("torch.nn.functional.hardsigmoid", "torch.nn.Hardsigmoid"),
+    aten=("aten.hardsigmoid",),
+    onnx=("HardSigmoid",),
+    output_range=(0.0, 1.0),
+    saturates=True,
 )

@@ -140,17 +140,47 @@ def conv(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Inter
         return _plus(_generic(ctx, x, w, k), b)
     flat = wv.reshape(wv.shape[0], -1) if not ctx.attr("transposed") else _transposed(wv)
     if ctx.attr("transposed"):  # each output sums a subset of the kernel's terms
-        with np.errstate(invalid="ignore"):
-            lo_t = np.minimum(_scale(flat, x.lo), _scale(flat, x.hi))
-            hi_t = np.maximum(_scale(flat, x.lo), _scale(flat, x.hi))
-        lo = np.minimum(lo_t, 0).sum(axis=1)
-        hi = np.maximum(hi_t, 0).sum(axis=1)
-        if bv is not None:
-            lo, hi = lo + np.broadcast_to(bv, lo.shape), hi + np.broadcast_to(bv, hi.shape)
-        out = Interval(float(lo.min()), float(hi.max()))
-        return widen(out, slack(ctx, flat.shape[1], float(np.abs(flat).sum(1).max()) * x.magnitude))
+        return _subset_sums(ctx, x, flat, bv)
     out = _affine(ctx, x, flat, axis=-1, bias=bv)
     return out if bv is not None or b is None else _plus(out, b)
+
+
+def _conv_transpose_ref(x, w, b):
+    # 1-d transposed convolution: x (1, Cin, L), w (Cin, Cout, K) -> (Cout, L + K - 1)
+    _, cout, k = w.shape
+    out = np.zeros((cout, x.shape[-1] + k - 1))
+    for i in range(x.shape[-1]):
+        out[:, i : i + k] += np.einsum("c,cok->ok", x[0, :, i], w)
+    return out + b[:, None]
+
+
+@transfer(
+    "conv_transpose",
+    ref=_conv_transpose_ref,
+    example=Example(shapes=((1, 2, 5), (2, 3, 3), (3,)), consts=(1, 2)),
+)
+def conv_transpose(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Interval:
+    """Bounded by the sums of the negative and of the positive kernel terms per channel."""
+    wv, bv = ctx.const(1), ctx.const(2)
+    if wv is None:
+        shape = ctx.shape(1)
+        k = math.prod(shape) if shape else 1 << 30
+        return _plus(_generic(ctx, x | Interval.point(0.0), w, k), b)
+    return _subset_sums(ctx, x, _transposed(wv), bv)
+
+
+def _subset_sums(ctx: Ctx, x: Interval, flat: np.ndarray, bv) -> Interval:
+    with np.errstate(invalid="ignore"):
+        lo_t = np.minimum(_scale(flat, x.lo), _scale(flat, x.hi))
+        hi_t = np.maximum(_scale(flat, x.lo), _scale(flat, x.hi))
+    lo = np.minimum(lo_t, 0).sum(axis=1)
+    hi = np.maximum(hi_t, 0).sum(axis=1)
+    if bv is not None:
+        lo, hi = lo + np.broadcast_to(bv, lo.shape), hi + np.broadcast_to(bv, hi.shape)
+    out = Interval(
+        float(np.nan_to_num(lo, nan=-INF).min()), float(np.nan_to_num(hi, nan=INF).max())
+    )
+    return widen(out, slack(ctx, flat.shape[1], float(np.abs(flat).sum(1).max()) * x.magnitude))
 
 
 def _transposed(w: np.ndarray) -> np.ndarray:
