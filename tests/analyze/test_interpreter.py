@@ -108,3 +108,10 @@ def test_default_input_range_warns():
     res = analyze_graph(g)
     assert "no range given for input(s) x" in res.warnings[0]
     assert res.report().to_dict()["meta"]["layers"][0]["op"] == "exp"
+
+
+def test_hazards_behind_an_unsupported_op_are_unproven_warnings():
+    g = _graph(("a", None, ("x",), {}), ("d", "div", ("x", "a"), {}))
+    (f,) = analyze_graph(g, input_ranges={"x": "1:2"}).by_code("NT110")
+    assert f.severity.value == "warning" and f.evidence["depends_on_unsupported"] == ["a"]
+    assert "unproven" in f.message

@@ -35,6 +35,7 @@ class Run:
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     unsupported: dict[str, str] = field(default_factory=dict)  # node -> reason
     constant: set[str] = field(default_factory=set)  # op nodes whose value is known (weights)
+    tainted: dict[str, set[str]] = field(default_factory=dict)  # node -> unsupported upstream
     defaulted_inputs: list[str] = field(default_factory=list)
 
 
@@ -102,6 +103,12 @@ def interpret(
             continue
         _step(graph, index, node, run, consts, strict)
     run.constant = {n for n in consts if index[n].kind == "op"}
+    for node in graph.nodes:  # which values depend on an op we could not follow
+        up = set().union(*(run.tainted.get(i, set()) for i in node.inputs if i is not None))
+        if node.name in run.unsupported:
+            up = up | {node.name}
+        if up:
+            run.tainted[node.name] = up
     if strict and run.unsupported:
         raise UnsupportedOpError(unsupported_message(graph, run.unsupported))
     return run

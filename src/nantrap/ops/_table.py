@@ -1205,3 +1205,51 @@ op(
     output_range=(0.0, 1.0),
     saturates=True,
 )
+op(
+    "round",
+    E,
+    "floor / ceil / round / trunc to an integer value",
+    torch=("torch.floor", "torch.ceil", "torch.round", "torch.trunc"),
+    aten=("aten.floor", "aten.ceil", "aten.round", "aten.trunc"),
+    tf_op=("Floor", "Ceil", "Round", "Rint"),
+    onnx=("Floor", "Ceil", "Round"),
+)
+op(
+    "sign",
+    E,
+    "-1, 0 or 1",
+    torch=("torch.sign", "Tensor.sign"),
+    aten=("aten.sign", "aten.sgn"),
+    tf_op=("Sign",),
+    onnx=("Sign",),
+    output_range=(-1.0, 1.0),
+)
+op(
+    "argmax",
+    R,
+    "index of the max/min along a dim",
+    torch=("torch.argmax", "torch.argmin"),
+    aten=("aten.argmax", "aten.argmin"),
+    tf_op=("ArgMax", "ArgMin"),
+    onnx=("ArgMax", "ArgMin"),
+    output_range=(0.0, INF),
+)
+op(
+    "one_hot",
+    S,
+    "one-hot encoding: on/off values placed by integer ids",
+    torch=("torch.nn.functional.one_hot",),
+    aten=("aten.one_hot",),
+    tf_op=("OneHot",),
+    onnx=("OneHot",),
+)
+op(
+    "l2_loss",
+    R,
+    "sum(x ** 2) / 2",
+    tf=("tf.nn.l2_loss",),
+    tf_op=("L2Loss",),
+    output_range=(0.0, INF),
+    overflows=True,
+    trap="NT116",
+)

@@ -157,3 +157,17 @@ def _periodic(f, peak: float):
 
 transfer("sin", ref=np.sin, example=Example(domain=(-1e4, 1e4)))(_periodic(math.sin, math.pi / 2))
 transfer("cos", ref=np.cos, example=Example(domain=(-1e4, 1e4)))(_periodic(math.cos, 0.0))
+
+
+@transfer("round", ref=np.floor, exact=True)
+def round_(ctx: Ctx, x: Interval) -> Interval:
+    """Every rounding mode moves a value by less than 1 toward an integer."""
+    return Interval(
+        math.floor(x.lo) if math.isfinite(x.lo) else x.lo,
+        math.ceil(x.hi) if math.isfinite(x.hi) else x.hi,
+    )
+
+
+@transfer("sign", ref=np.sign, exact=True)
+def sign(ctx: Ctx, x: Interval) -> Interval:
+    return increasing(x, lambda v: float((v > 0) - (v < 0)))

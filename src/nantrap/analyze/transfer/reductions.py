@@ -204,3 +204,19 @@ def regression_loss(ctx: Ctx, a: Interval, b: Interval, *_rest: Interval | None)
     """Squared error bounds the others (|d| <= d**2 for |d| >= 1; smooth-L1/Huber <= both)."""
     d = max(abs(a.hi - b.lo), abs(b.hi - a.lo))
     return Interval(0.0, max(d, d * d))
+
+
+@transfer(
+    "argmax", ref=lambda x, dim=-1: np.argmax(x, axis=dim).astype(float), exact=True, example=RED
+)
+def argmax(ctx: Ctx, x: Interval, *_rest: Interval | None) -> Interval:
+    n = ctx.numel(0)
+    return Interval(0.0, float(n - 1) if n else math.inf)
+
+
+@transfer("l2_loss", ref=lambda x: np.array((x * x).sum() / 2), example=Example(out_shape=()))
+def l2_loss(ctx: Ctx, x: Interval) -> Interval:
+    k = ctx.numel(0) or 1
+    least = 0.0 if 0 in x else min(x.lo * x.lo, x.hi * x.hi)
+    out = Interval(k * least / 2, k * x.magnitude**2 / 2)
+    return widen(out, slack(ctx, k, out.hi))
