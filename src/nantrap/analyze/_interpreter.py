@@ -24,6 +24,8 @@ from nantrap.ops import get_op
 
 # ops whose const inputs are folded to a const output (weights scaled, masks built)
 _FOLD_KINDS = ("elementwise", "binary", "activation")
+# ops whose reference stands in for a family (compare: eq/lt/..., round: floor/ceil/...)
+_NO_FOLD = ("compare", "round", "cast")
 
 
 @dataclass
@@ -200,14 +202,15 @@ def _fold(node: Node, ctx: Ctx, consts: dict, entry) -> None:
     if node.neutral == "reshape":
         _fold_reshape(node, consts)
         return
-    if get_op(node.neutral).kind.value not in _FOLD_KINDS:
+    if get_op(node.neutral).kind.value not in _FOLD_KINDS or node.neutral in _NO_FOLD:
         return
     values = [consts.get(i) for i in node.inputs if i is not None]
     if not values or any(v is None for v in values) or sum(v.size for v in values) > 1 << 22:
         return
     try:
         with np.errstate(all="ignore"):
-            out = np.asarray(entry.ref(*values), dtype=np.float64)
+            alpha = {"alpha": node.attrs["alpha"]} if "alpha" in node.attrs else {}
+            out = np.asarray(entry.ref(*values, **alpha), dtype=np.float64)
     except Exception:
         return
     if node.shape is not None and out.shape != node.shape:
