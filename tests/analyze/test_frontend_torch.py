@@ -144,3 +144,10 @@ def test_additive_finfo_min_mask_is_not_an_overflow():
     x, mask = torch.rand(1, 5, 8), torch.ones(1, 5, 5)
     res = analyze(M.MaskedAttention(), (x, mask), input_ranges={"x": "-3:3", "mask": "0:1"})
     assert res.problems == []
+
+
+def test_hand_written_stable_log_softmax_is_clean():
+    res = analyze(M.StableLogSoftmax(), X, input_ranges={"x": "-1000:1000"})
+    assert res.problems == []
+    assert res.layer("sub").hi == 0.0  # z - max(z) <= 0
+    assert res.layer("sum_1").lo > 0.99  # the max term contributes exp(0) = 1

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nantrap.analyze import _relations as relations
 from nantrap.analyze.interval import Interval
 from nantrap.analyze.ir import Graph, Node
 from nantrap.analyze.transfer import Ctx, Hazard, apply, get_transfer
@@ -143,6 +144,11 @@ def _step(graph: Graph, index: dict, node: Node, run: Run, consts: dict, strict:
     attrs["_op"] = node.op
     if node.neutral == "mul" and len(node.inputs) == 2 and node.inputs[0] == node.inputs[1]:
         attrs["same_input"] = True
+    extreme = relations.own_extreme(index, node)
+    if extreme is not None:
+        attrs["own_extreme"] = extreme[0]
+    if relations.sum_at_least_one(index, node, run.facts):
+        attrs["at_least"] = 1.0
     ctx = Ctx(
         dtype_format(node.dtype),
         attrs=attrs,
@@ -165,7 +171,10 @@ def _step(graph: Graph, index: dict, node: Node, run: Run, consts: dict, strict:
         out = out & dtype_range(node.dtype) or out
     run.intervals[node.name] = out
     run.hazards[node.name] = ctx.hazards
-    run.facts[node.name] = dict(ctx.out_facts) or _carried_facts(node, run, index)
+    run.facts[node.name] = {
+        **(dict(ctx.out_facts) or _carried_facts(node, run, index)),
+        **relations.facts_after(index, node, run.facts),
+    }
     _fold(node, ctx, consts, entry)
 
 

@@ -43,7 +43,13 @@ def bias_add(ctx: Ctx, a: Interval, b: Interval) -> Interval:
 
 @transfer("sub", ref=lambda a, b, alpha=1: a - alpha * b, ulps=IEEE, example=TWO)
 def sub(ctx: Ctx, a: Interval, b: Interval) -> Interval:
-    return coordinatewise_increasing(a, -_scaled(ctx, b, ctx.attr("alpha", 1)), operator.add)
+    out = coordinatewise_increasing(a, -_scaled(ctx, b, ctx.attr("alpha", 1)), operator.add)
+    extreme = ctx.attr("own_extreme")  # the interpreter saw ``a - amax(a)`` / ``a - amin(a)``
+    if extreme == "max":
+        return Interval(min(out.lo, 0.0), 0.0)
+    if extreme == "min":
+        return Interval(0.0, max(out.hi, 0.0))
+    return out
 
 
 @transfer("mul", ref=np.multiply, ulps=IEEE, example=TWO)

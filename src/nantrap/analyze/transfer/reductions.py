@@ -46,8 +46,9 @@ def sum_(ctx: Ctx, x: Interval, *_axes: Interval | None) -> Interval:
         return Interval.unknown() if x != Interval.point(0.0) else x
     if ctx.fact(0, "simplex") and k == ctx.dim_size(0, -1) and _keeps_leading(ctx):
         return widen(Interval.point(1.0), slack(ctx, k, 1.0))
-    out = Interval(mul(k, x.lo), mul(k, x.hi))
-    return widen(out, slack(ctx, k, k * x.magnitude))
+    out = widen(Interval(mul(k, x.lo), mul(k, x.hi)), slack(ctx, k, k * x.magnitude))
+    least = ctx.attr("at_least")  # sum(exp(x - max(x))): the max term is exactly 1
+    return Interval(max(out.lo, least), max(out.hi, least)) if least is not None else out
 
 
 def _keeps_leading(ctx: Ctx) -> bool:
