@@ -115,3 +115,17 @@ def test_hazards_behind_an_unsupported_op_are_unproven_warnings():
     (f,) = analyze_graph(g, input_ranges={"x": "1:2"}).by_code("NT110")
     assert f.severity.value == "warning" and f.evidence["depends_on_unsupported"] == ["a"]
     assert "unproven" in f.message
+
+
+def test_report_round_trips_through_json():
+    import json
+
+    from nantrap.findings import Report
+
+    g = _graph(("sm", "softmax", ("x",), {"dim": -1}), ("lg", "log", ("sm",), {}))
+    report = analyze_graph(g, input_ranges={"x": "-200:200"}).report()
+    data = json.loads(json.dumps(report.to_dict()))
+    back = Report.from_dict(data)
+    assert [f.code for f in back.findings] == [f.code for f in report.findings]
+    assert data["meta"]["layers"][-1]["range"] == ["-inf", 0.0]
+    assert back.findings[-1].evidence["output_range"] == ["-inf", 0.0]

@@ -219,7 +219,8 @@ def analyze_graph(
             "--input NAME=LO:HI"
         )
     if preconditions:
-        found = [_with_precondition(graph, ranges, weights, f) for f in found]
+        deadline = time.perf_counter() + _PRECONDITION_BUDGET_S  # shared by all findings
+        found = [_with_precondition(graph, ranges, weights, f, deadline) for f in found]
     used = {n.name: run.intervals[n.name] for n in graph.inputs}
     return Analysis(
         graph,
@@ -248,11 +249,15 @@ def _resolve_ranges(graph: Graph, given: Mapping[str, Any]) -> dict[str, Interva
     return out
 
 
-_PRECONDITION_BUDGET_S = 2.0
+_PRECONDITION_BUDGET_S = 3.0  # seconds for all findings of one analysis
 
 
 def _with_precondition(
-    graph: Graph, ranges: dict[str, Interval], weights: float | None, finding: Finding
+    graph: Graph,
+    ranges: dict[str, Interval],
+    weights: float | None,
+    finding: Finding,
+    deadline: float,
 ) -> Finding:
     """RANUM's precondition, in user terms: the widest input box (each range shrunk toward
     its point nearest 0), and the largest weight bound ±B, for which this op's hazard
@@ -263,6 +268,7 @@ def _with_precondition(
         or finding.location.phase is None
         or finding.location.phase.value != "forward"
         or len(graph.nodes) > 3000
+        or time.perf_counter() > deadline
     ):
         return finding
     from nantrap.analyze._interpreter import ancestors
@@ -271,7 +277,6 @@ def _with_precondition(
     upstream = set(ancestors(graph, node))
     fixed = {k: v for k, v in ranges.items() if k not in upstream}
     moving = {k: v for k, v in ranges.items() if k in upstream and v.is_finite}
-    deadline = time.perf_counter() + _PRECONDITION_BUDGET_S
 
     def safe(input_scale: float, bound: float | None) -> bool:
         shrunk = {**ranges, **{k: _shrink(v, input_scale) for k, v in moving.items()}}
