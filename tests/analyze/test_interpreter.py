@@ -51,6 +51,7 @@ def test_div_by_norm_plus_eps_is_safe_and_by_norm_is_not():
     assert analyze_graph(ok, input_ranges={"x": "-1:1"}).problems == []
     (f,) = analyze_graph(bad, input_ranges={"x": "-1:1"}).by_code("NT110")
     assert f.evidence["input_range"][0] == 0.0
+    assert f.severity.value == "warning"  # a norm of [-1, 1] values is 0 only if all are 0
 
 
 def test_sqrt_negative_and_gradient_at_zero():
