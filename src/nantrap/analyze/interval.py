@@ -69,9 +69,10 @@ class Interval:
             arr = arr.astype(np.float64)
         if arr.size == 0 or (arr.dtype.kind == "f" and np.isnan(arr).all()):
             return cls.unknown()
-        if arr.dtype.kind == "f":
-            return cls(float(np.nanmin(arr)), float(np.nanmax(arr)))
-        return cls(float(arr.min()), float(arr.max()))
+        lo, hi = float(arr.min()), float(arr.max())
+        if math.isnan(lo) or math.isnan(hi):
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        return cls(lo, hi)
 
     def __contains__(self, x: object) -> bool:
         if isinstance(x, Interval):

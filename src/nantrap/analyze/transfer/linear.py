@@ -39,8 +39,9 @@ def rows_bound(x: Interval, pos: np.ndarray, neg: np.ndarray, bias=None) -> Inte
 
 def _affine(ctx: Ctx, x: Interval, w: np.ndarray, axis: int, bias=None) -> Interval:
     """Rows are reduced along ``axis`` of the known weight ``w``."""
-    pos = np.maximum(w, 0).sum(axis=axis, dtype=np.float64)
-    neg = np.minimum(w, 0).sum(axis=axis, dtype=np.float64)
+    total = w.sum(axis=axis, dtype=np.float64)
+    size = np.abs(w).sum(axis=axis, dtype=np.float64)
+    pos, neg = (size + total) / 2, (total - size) / 2  # sum(w+), sum(w-) in two passes
     b = None if bias is None else _bias_for(bias, pos)
     out = rows_bound(x, pos, neg, b)
     k = w.shape[axis] if w.ndim else 1
