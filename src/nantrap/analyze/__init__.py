@@ -101,8 +101,8 @@ def parse_range(text: Any) -> Interval:
     else:
         s = str(text).strip()
         try:
-            if s.startswith(("±", "+-")):
-                b = float(s.lstrip("±+-"))
+            if s.startswith(("±", "+-", "+/-")):
+                b = float(s.removeprefix("±").removeprefix("+/-").removeprefix("+-"))
                 lo, hi = -b, b
             else:
                 a, _, b = s.partition(":")
