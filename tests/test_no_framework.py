@@ -36,6 +36,20 @@ def test_import_nantrap_without_frameworks():
 
 
 def test_cli_help_without_frameworks():
-    for command in (["--help"], ["traps"], ["explain", "NT101"]):
+    for command in (["--help"], ["traps"], ["explain", "NT101"], ["lint", "--help"]):
         out = _run(f"from nantrap.cli import main\nraise SystemExit(main({command!r}))")
         assert out.returncode == 0, (command, out.stderr)
+
+
+def test_lint_a_file_without_frameworks(tmp_path):
+    path = tmp_path / "train.py"
+    path.write_text("import torch\ny = torch.log(torch.softmax(z, dim=1))\n")
+    code = (
+        "import sys\nfrom nantrap.cli import main\n"
+        f"status = main(['lint', {str(path)!r}, '--format', 'sarif'])\n"
+        "assert not {'torch', 'tensorflow', 'jax', 'keras'} & set(sys.modules)\n"
+        "raise SystemExit(status)"
+    )
+    out = _run(code)
+    assert out.returncode == 1, out.stderr
+    assert '"ruleId": "NT101"' in out.stdout

@@ -1,0 +1,122 @@
+"""NT105 hand-written-cross-entropy: -sum(y * log(p)) on probabilities."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+
+from nantrap.lint._describe import snippet
+from nantrap.lint._rule import Example, Hit, OpCall, Rule
+from nantrap.lint._values import PROB
+
+_LOSS = {
+    "torch": "F.cross_entropy(logits, target) (or F.binary_cross_entropy_with_logits)",
+    "tf": "tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits)",
+    "keras": "keras.losses.categorical_crossentropy(y, logits, from_logits=True)",
+    "jax": "optax.softmax_cross_entropy(logits, y) or -(y * jax.nn.log_softmax(logits)).sum()",
+    "numpy": "-(y * log_softmax(logits)).sum() with log_softmax = x - logsumexp(x)",
+}
+
+
+class HandWrittenCrossEntropy(Rule):
+    """What it does:
+        Finds a cross-entropy (or entropy) summed by hand from probabilities:
+        ``-tf.reduce_sum(y_ * tf.log(y))``, ``-(t * torch.log(p)).sum(1).mean()``,
+        ``np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))``.
+
+    Why is this bad?
+        p underflows to exactly 0 for a confident wrong prediction; log(0) = -inf makes
+        the loss inf and 0 * -inf = NaN poisons the gradient. The seed post's NaN.
+
+    Example:
+        ``cross_entropy = -tf.reduce_sum(y_ * tf.log(y_conv))``
+
+    Use instead:
+        ``tf.nn.softmax_cross_entropy_with_logits(labels=y_, logits=logits)`` /
+        ``F.cross_entropy(logits, target)``.
+
+    Fix safety:
+        No automatic fix: the fused loss needs the logits and its own reduction.
+    """
+
+    CODE = "NT105"
+    OPS = ("sum", "mean")
+    SUPERSEDES = ("NT101", "NT103")
+    VALID = (
+        "import torch\nl = -(y * torch.log_softmax(z, 1)).sum(1).mean()\n",
+        "import torch\nl = -(y * torch.log(p + 1e-8)).sum()\n",
+        "import numpy as np\nh = -np.sum(p * np.log(p))\n",
+    )
+    INVALID = (
+        Example(
+            "import tensorflow as tf\ny = tf.nn.softmax(tf.matmul(x, W) + b)\n"
+            "ce = -tf.reduce_sum(y_ * tf.log(y))\n",
+            ((3, 7),),
+        ),
+        Example("import torch\nloss = -(t * torch.log(p)).sum(dim=1).mean()\n", ((2, 9),)),
+    )
+
+    def check(self, call: OpCall) -> Iterator[Hit]:
+        node, _ = call.operand(0, "input_tensor")
+        if node is None:
+            return
+        logs = _logs_in_products(node, call)
+        binary = len(logs) >= 2  # y * log(p) + (1 - y) * log(1 - p)
+        for log_call, arg in logs:
+            v = call.value_of(arg)
+            if v.guarded or v.kind in ("clip", "const", "logprob"):
+                continue
+            if v.kind in ("sigmoid",) or v.base == "sigmoid":
+                continue  # NT104 says it better
+            fw = call.value_of(log_call).fw or call.fw
+            known = v.kind in PROB or (v.kind == "one_minus" and v.base in PROB)
+            if not known and (
+                v.kind
+                or fw not in ("torch", "tf", "keras", "jax")
+                or not (call.negated or binary or _negated(node))
+            ):
+                continue
+            origin = f", a softmax output (line {v.line})" if v.kind == "softmax" else ""
+            loss = _LOSS.get(fw or "", _LOSS["torch"])
+            if v.kind == "softmax" and v.inner is not None:
+                loss += f", with logits = `{call.text(v.inner)}`"
+            yield call.hit(
+                f"cross-entropy written by hand: log of {snippet(call, arg)}{origin} reaches "
+                "log(0) = -inf as soon as a probability underflows to 0.0 (confident wrong "
+                "prediction), and 0 * -inf = NaN in the loss and its gradient",
+                fix=f"use the loss on logits: {loss}",
+                evidence={"fw": fw},
+            )
+            return
+
+
+def _negated(node: ast.AST) -> bool:
+    """The summed expression carries the minus: sum(-y * log(p))."""
+    return any(isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub) for n in ast.walk(node))
+
+
+def _logs_in_products(node: ast.AST, call: OpCall):
+    """(log call, its argument) for each log(...) multiplied into the summed expression."""
+    while isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        node = node.operand
+    terms = [node]
+    out = []
+    while terms:
+        n = terms.pop()
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            terms.append(n.operand)
+        elif isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub)):
+            terms += [n.left, n.right]
+        elif isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult):
+            for side in (n.left, n.right):
+                while isinstance(side, ast.UnaryOp) and isinstance(side.op, ast.USub):
+                    side = side.operand
+                if isinstance(side, ast.BinOp) and isinstance(side.op, ast.Mult):
+                    terms.append(side)  # y * log(p) * w
+                elif isinstance(side, ast.Call) and call.value_of(side).kind == "log":
+                    arg = side.args[0] if side.args else None
+                    if arg is None and isinstance(side.func, ast.Attribute):
+                        arg = side.func.value
+                    if arg is not None:
+                        out.append((side, arg))
+    return out
