@@ -308,6 +308,8 @@ def mul(a: Value, b: Value, node: ast.AST) -> Value:
                     hi=x.hi * y.lo,
                     kind=x.kind if x.kind not in PROB else "",
                 )
+            if y.lo < 0 and x.lo >= 0:  # -0.5 * x**2 <= 0
+                return Value(hi=0.0, node=node, line=line, half=x.half, shifted=True)
             return Value(node=node, line=line, half=x.half)
     if "linear" in (a.kind, b.kind):
         return Value(kind="linear", node=node, line=line, half=a.half or b.half)

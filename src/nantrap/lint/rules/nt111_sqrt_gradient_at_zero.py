@@ -18,9 +18,10 @@ _BETTER = {
 
 class SqrtGradientAtZero(Rule):
     """What it does:
-        Finds ``sqrt`` (or ``x ** 0.5``) of a sum of squares, a variance, a square or a
-        relu/abs output on a gradient path (torch, TensorFlow, Keras, JAX; not inside
-        ``no_grad``), e.g. a Euclidean distance written by hand.
+        Finds ``sqrt`` (or ``x ** 0.5``) of a sum of squared differences (a Euclidean
+        distance written by hand) and of ``clamp(x, min=0)``, on a gradient path (torch,
+        TensorFlow, Keras, JAX; not inside ``no_grad``). A std computed from a variance is
+        left alone: ``torch.std`` has the same gradient at 0.
 
     Why is this bad?
         d sqrt(x)/dx = 1 / (2 sqrt(x)) is inf at x = 0; chained with the 0 gradient of

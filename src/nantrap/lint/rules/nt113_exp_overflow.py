@@ -21,9 +21,9 @@ _OVER = (
 
 class ExpOverflow(Rule):
     """What it does:
-        Finds ``exp`` (``expm1``, ``cosh``, ``sinh``) of a matmul/linear output or of
-        logits that were not shifted by their max, softmax written by hand
-        (``exp(x) / sum(exp(x))``), ``log(sum(exp(x)))`` and ``log(1 + exp(x))``.
+        Finds ``exp`` (``expm1``, ``cosh``, ``sinh``) of a matmul/linear output with no
+        max shift, softmax written by hand (``exp(x) / sum(exp(x))`` without
+        ``x - max(x)``), ``log(sum(exp(x)))`` and ``log(1 + exp(x))``.
 
     Why is this bad?
         float32 exp overflows to inf above 88.72 (float16: 11.09); inf / inf = NaN in the
