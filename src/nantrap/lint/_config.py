@@ -122,11 +122,9 @@ def find_pyproject(start: Path) -> Path | None:
     for directory in (start, *start.parents) if start.is_dir() else start.parents:
         candidate = directory / "pyproject.toml"
         if candidate.is_file():
-            try:
-                if "tool" in _read_toml(candidate) and "nantrap" in _read_toml(candidate)["tool"]:
-                    return candidate
-            except ConfigError:
-                raise
+            tool = _read_toml(candidate).get("tool", {})
+            if isinstance(tool, dict) and "nantrap" in tool:
+                return candidate
     return None
 
 
