@@ -54,6 +54,7 @@ class Value:
     func: ast.AST | None = None  # a user function / class defined in this file
     instance: ast.ClassDef | None = None  # an instance of a class defined in this file
     items: tuple[Value, ...] | None = None  # a tuple's elements (``return probs, logits``)
+    picked: bool = False  # elements picked by index (p[range(n), y], p.gather(1, y))
 
     @property
     def is_prob(self) -> bool:
