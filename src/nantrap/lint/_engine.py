@@ -430,7 +430,7 @@ class Walker:
             v = self.attribute(node, scope)
         elif t is ast.Constant:
             c = node.value
-            if type(c) in (int, float):
+            if type(c) is float or (type(c) is int and -(2**1000) < c < 2**1000):
                 v = V.const(float(c), node)
             elif type(c) is str and c in _HALF_NAMES:
                 v = Value(qual="dtype.float16")
@@ -556,8 +556,9 @@ class Walker:
             return self.apply("div", "operator./", node, [left, right], [a, b], {}, {}, None)
         if t is ast.Pow:
             return self.apply("pow", "operator.**", node, [left, right], [a, b], {}, {}, None)
-        if t is ast.MatMult:
-            return self.apply("matmul", "operator.@", node, [left, right], [a, b], {}, {}, None)
+        if t is ast.MatMult:  # arrays or tensors, never plain numbers
+            fw = a.fw or b.fw or "numpy"
+            return self.apply("matmul", "operator.@", node, [left, right], [a, b], {}, {}, fw)
         if t is ast.Add:
             return V.add(a, b, node)
         if t is ast.Sub:
