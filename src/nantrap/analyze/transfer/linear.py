@@ -1,0 +1,200 @@
+"""Matmul, linear, convolution, embedding, attention: exact per-row bounds with known weights.
+
+With a known weight row ``w`` and every input element in ``[l, u]``, ``w . x`` lies in
+``[l * sum(w+) + u * sum(w-), u * sum(w+) + l * sum(w-)]``; the output range is the hull
+over rows. Unknown weights fall back to ``k`` times the range of one product.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nantrap.analyze.interval import Interval, coordinatewise_monotone, mul
+from nantrap.analyze.transfer import Ctx, Example, transfer
+from nantrap.analyze.transfer.reductions import slack, widen
+
+INF = math.inf
+
+
+def _scale(a: np.ndarray, v: float) -> np.ndarray:
+    """``a * v`` with ``0 * inf = 0`` (bounds of a set, not limits)."""
+    if math.isinf(v):
+        return np.where(a == 0, 0.0, a * v)
+    return a * v
+
+
+def rows_bound(ctx: Ctx, x: Interval, pos: np.ndarray, neg: np.ndarray, bias=None) -> Interval:
+    """Hull over rows of ``w . x + b`` given per-row sums of the positive/negative weights."""
+    with np.errstate(invalid="ignore"):
+        lo = _scale(pos, x.lo) + _scale(neg, x.hi)
+        hi = _scale(pos, x.hi) + _scale(neg, x.lo)
+        if bias is not None:
+            lo, hi = lo + bias, hi + bias
+    lo = np.nan_to_num(lo, nan=-INF, posinf=INF, neginf=-INF)
+    hi = np.nan_to_num(hi, nan=INF, posinf=INF, neginf=-INF)
+    out = Interval(float(lo.min()), float(hi.max()))
+    k_total = float((pos - neg).max()) * x.magnitude if x.is_finite else INF
+    return widen(out, slack(ctx, _k_of(pos), k_total))
+
+
+def _k_of(pos: np.ndarray) -> int:
+    return int(pos.shape[-1]) if pos.ndim else 1
+
+
+def _affine(ctx: Ctx, x: Interval, w: np.ndarray, axis: int, bias=None) -> Interval:
+    """Rows are reduced along ``axis`` of the known weight ``w``."""
+    pos = np.maximum(w, 0).sum(axis=axis, dtype=np.float64)
+    neg = np.minimum(w, 0).sum(axis=axis, dtype=np.float64)
+    b = None if bias is None else _bias_for(bias, pos)
+    out = rows_bound(ctx, x, pos, neg, b)
+    k = w.shape[axis] if w.ndim else 1
+    return widen(out, slack(ctx, k, float((pos - neg).max()) * x.magnitude))
+
+
+def _bias_for(bias: np.ndarray, pos: np.ndarray):
+    try:
+        return np.broadcast_to(bias, pos.shape)
+    except ValueError:
+        return None
+
+
+def _generic(ctx: Ctx, a: Interval, b: Interval, k: int) -> Interval:
+    one = coordinatewise_monotone(a, b, mul)
+    out = Interval(mul(k, one.lo), mul(k, one.hi))
+    return widen(out, slack(ctx, k, k * one.magnitude))
+
+
+def _plus(x: Interval, bias: Interval | None, ctx: Ctx, i: int, beta: float = 1.0) -> Interval:
+    if bias is None:
+        return x
+    b = bias if beta == 1 else coordinatewise_monotone(bias, Interval.point(beta), mul)
+    return Interval(x.lo + b.lo, x.hi + b.hi)
+
+
+@transfer(
+    "matmul",
+    ref=lambda a, b: a @ b,
+    example=Example(shapes=((2, 3), (3, 4)), consts=(1,)),
+)
+def matmul(ctx: Ctx, a: Interval, b: Interval, bias: Interval | None = None) -> Interval:
+    """a @ b (+ bias); ``trans_a``/``trans_b``, ``alpha``/``beta`` as in ONNX Gemm."""
+    ta, tb = bool(ctx.attr("trans_a", False)), bool(ctx.attr("trans_b", False))
+    alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
+    wa, wb = ctx.const(0), ctx.const(1)
+    sa = ctx.shape(0)
+    k = (sa[-2] if ta else sa[-1]) if sa else None
+    if ctx.fact(0, "simplex") and not ta and alpha == 1:
+        out = b  # each row of a is a convex combination: a @ b stays in b's hull
+    elif wb is not None and wb.ndim >= 1:
+        out = _affine(ctx, a, wb, axis=-1 if tb else (-2 if wb.ndim >= 2 else 0))
+    elif wa is not None and wa.ndim >= 1:
+        out = _affine(ctx, b, wa, axis=-2 if ta else -1)
+    else:
+        out = _generic(ctx, a, b, k or _k_from_b(ctx, tb))
+    if alpha != 1:
+        out = coordinatewise_monotone(out, Interval.point(alpha), mul)
+    return _plus(out, bias, ctx, 2, beta)
+
+
+def _k_from_b(ctx: Ctx, tb: bool) -> int:
+    sb = ctx.shape(1)
+    if not sb:
+        return 1 << 30
+    return sb[-1] if tb else (sb[-2] if len(sb) >= 2 else sb[0])
+
+
+@transfer(
+    "linear",
+    ref=lambda x, w, b: x @ w.T + b,
+    example=Example(shapes=((2, 3), (4, 3), (4,)), consts=(1, 2)),
+)
+def linear(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Interval:
+    wv, bv = ctx.const(1), ctx.const(2)
+    if wv is not None:
+        return (
+            _affine(ctx, x, wv, axis=-1, bias=bv)
+            if bv is not None or b is None
+            else _plus(_affine(ctx, x, wv, axis=-1), b, ctx, 2)
+        )
+    k = (ctx.shape(1) or (None, 1 << 30))[-1]
+    return _plus(_generic(ctx, x, w, k), b, ctx, 2)
+
+
+def _conv_ref(x, w, b):
+    # 1-d valid convolution of one channel stack: x (1, C, L), w (O, C, K)
+    out_len = x.shape[-1] - w.shape[-1] + 1
+    cols = np.stack([x[0, :, i : i + w.shape[-1]] for i in range(out_len)], axis=-1)
+    return np.einsum("ckl,ock->ol", cols, w) + b[:, None]
+
+
+@transfer(
+    "conv",
+    ref=_conv_ref,
+    example=Example(shapes=((1, 2, 5), (3, 2, 3), (3,)), consts=(1, 2)),
+)
+def conv(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Interval:
+    if _padded(ctx):
+        x = x | Interval.point(0.0)
+    wv, bv = ctx.const(1), ctx.const(2)
+    if wv is not None and ctx.attr("filter_layout") == "HWIO":  # TensorFlow: (*k, in, out)
+        wv = np.moveaxis(wv, -1, 0)
+    if wv is None:
+        shape = ctx.shape(1)
+        k = math.prod(shape[1:]) if shape else 1 << 30
+        return _plus(_generic(ctx, x, w, k), b, ctx, 2)
+    flat = wv.reshape(wv.shape[0], -1) if not ctx.attr("transposed") else _transposed(wv)
+    if ctx.attr("transposed"):  # each output sums a subset of the kernel's terms
+        with np.errstate(invalid="ignore"):
+            lo_t = np.minimum(_scale(flat, x.lo), _scale(flat, x.hi))
+            hi_t = np.maximum(_scale(flat, x.lo), _scale(flat, x.hi))
+        lo = np.minimum(lo_t, 0).sum(axis=1)
+        hi = np.maximum(hi_t, 0).sum(axis=1)
+        if bv is not None:
+            lo, hi = lo + np.broadcast_to(bv, lo.shape), hi + np.broadcast_to(bv, hi.shape)
+        out = Interval(float(lo.min()), float(hi.max()))
+        return widen(out, slack(ctx, flat.shape[1], float(np.abs(flat).sum(1).max()) * x.magnitude))
+    out = _affine(ctx, x, flat, axis=-1, bias=bv)
+    return out if bv is not None or b is None else _plus(out, b, ctx, 2)
+
+
+def _transposed(w: np.ndarray) -> np.ndarray:
+    # ConvTranspose weights are (in, out/groups, *k): rows per output channel
+    return np.moveaxis(w, 1, 0).reshape(w.shape[1], -1)
+
+
+def _padded(ctx: Ctx) -> bool:
+    pad = ctx.attr("padding", ctx.attr("pads", 0))
+    if isinstance(pad, str):
+        return pad.upper() not in ("VALID", "NOTSET")
+    if isinstance(pad, (list, tuple)):
+        return any(p for p in pad)
+    return bool(pad)
+
+
+@transfer(
+    "embedding",
+    ref=lambda w, ids: w[np.clip(np.abs(ids).astype(int), 0, len(w) - 1)],
+    exact=True,
+    example=Example(shapes=((5, 3), (4,)), consts=(0,)),
+)
+def embedding(ctx: Ctx, w: Interval, ids: Interval | None = None) -> Interval:
+    return w
+
+
+@transfer(
+    "attention",
+    ref=lambda q, k, v: _attention_ref(q, k, v),
+    ulps=4,
+    example=Example(shapes=((2, 3), (4, 3), (4, 3))),
+)
+def attention(ctx: Ctx, q: Interval, k: Interval, v: Interval, *_mask: Interval | None):
+    """softmax(...) @ v is a convex combination of v's rows: it stays in v's range."""
+    return widen(v, slack(ctx, ctx.dim_size(2, -2) or 1, v.magnitude))
+
+
+def _attention_ref(q, k, v):
+    s = q @ k.T / math.sqrt(q.shape[-1])
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    return (p / p.sum(axis=-1, keepdims=True)) @ v

@@ -1,0 +1,726 @@
+"""``nantrap.torch.guard``: put a NaN/Inf guard around a PyTorch optimizer.
+
+    opt = nt.guard(torch.optim.AdamW(model.parameters(), lr=1e-3), model,
+                   policy="rollback", log_dir="runs/nantrap")
+    opt.step(closure)                      # A: closure form, full replay on an incident
+    loss.backward(); opt.step()            # B: an existing loop, unchanged
+
+How the optimizer is wrapped: ``guard`` swaps the instance's class for a subclass of its
+own class whose ``step`` runs the guard (see :func:`_guarded_class`). The object the user
+holds stays the same object, so everything keyed on it keeps working: ``isinstance`` checks,
+LR schedulers created before or after, GradScaler's per-optimizer state (keyed by
+``id(optimizer)``), ``param_groups``/``state`` identity, ``state_dict`` (the plain
+optimizer's, loadable without nantrap). A wrapper object would have to forward every
+attribute and would break ``id``-keyed state; a second object sharing ``__dict__`` would
+leave an unguarded twin around. ``unguard(opt)`` restores the original class.
+
+Per step the guard adds a handful of fused reductions and ONE host sync (see
+``_detect.py``); snapshots copy state to host every ``snapshot_every`` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+from nantrap.findings import Diagnosis, Phase
+from nantrap.guard.config import GuardConfig
+from nantrap.guard.engine import GuardEngine, Observation, Problem
+from nantrap.guard.history import Spike
+from nantrap.guard.incidents import nonfinite_input, nonfinite_parameter
+from nantrap.guard.policy import Action, Decision
+from nantrap.guard.stats import TensorStats
+from nantrap.torch import _snapshot
+from nantrap.torch._detect import Probe, input_sum
+
+__all__ = ["TorchGuard", "guard", "unguard"]
+
+logger = logging.getLogger("nantrap")
+_LR_KEYS = ("lr", "initial_lr", "max_lr")
+_OPAQUE = (torch.optim.LBFGS,)  # optimizers that evaluate the closure themselves
+
+
+def guard(
+    optimizer: torch.optim.Optimizer,
+    model: torch.nn.Module | None = None,
+    policy: str = "rollback",
+    log_dir: str | Path | None = None,
+    *,
+    scheduler: Any = None,
+    scaler: Any = None,
+    **options: Any,
+) -> torch.optim.Optimizer:
+    """Guard ``optimizer`` (and the ``model`` it trains) against NaN/Inf; returns it.
+
+    ``policy``: raise | warn | skip | rollback | stop. ``scheduler`` (one or a list) and
+    ``scaler`` (a ``torch.amp.GradScaler``) are included in snapshots; the scaler's scale
+    is watched for collapse. Other options: see :class:`nantrap.guard.GuardConfig`.
+    The returned object is ``optimizer`` itself; ``opt.guard`` is the :class:`TorchGuard`,
+    ``opt.diagnoses`` its findings.
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        from nantrap.errors import ConfigError
+
+        raise ConfigError(
+            f"nantrap.torch.guard needs a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    if isinstance(getattr(optimizer, "_nantrap_guard", None), TorchGuard):
+        from nantrap.errors import ConfigError
+
+        raise ConfigError("this optimizer is already guarded (call nantrap.torch.unguard first)")
+    config = GuardConfig.from_options(policy=policy, log_dir=log_dir, **options)
+    TorchGuard(optimizer, model, config, scheduler=scheduler, scaler=scaler)
+    return optimizer
+
+
+def unguard(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Remove the guard: hooks off, the original class back, the event log closed."""
+    g = getattr(optimizer, "_nantrap_guard", None)
+    if isinstance(g, TorchGuard):
+        g.close()
+    return optimizer
+
+
+# -- the guarded optimizer class --------------------------------------------------------
+
+
+def _guarded_step(self: Any, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+    return self._nantrap_guard.step(closure, **kwargs)
+
+
+_guarded_step.hooked = True  # type: ignore[attr-defined]  # keep torch from re-wrapping it
+
+
+def _zero_grad(self: Any, set_to_none: bool = True) -> None:
+    self._nantrap_guard.new_iteration()
+    type(self).__mro__[1].zero_grad(self, set_to_none)
+
+
+def _reduce_ex(self: Any, protocol: int) -> Any:
+    """Pickle / deepcopy as the plain optimizer class (the guard is not copied)."""
+    return (_plain_optimizer, (type(self).__mro__[1], self.__getstate__()))
+
+
+def _plain_optimizer(cls: type, state: dict[str, Any]) -> torch.optim.Optimizer:
+    optimizer = cls.__new__(cls)
+    optimizer.__setstate__(state)
+    return optimizer
+
+
+@functools.cache
+def _guarded_class(cls: type) -> type:
+    """``cls`` with the guard's ``step``: same name, ``isinstance(opt, cls)`` stays true."""
+    return type(
+        cls.__name__,
+        (cls,),
+        {
+            "__module__": cls.__module__,
+            "__qualname__": f"{cls.__qualname__}[nantrap-guarded]",
+            "step": _guarded_step,
+            "zero_grad": _zero_grad,
+            "__reduce_ex__": _reduce_ex,
+            "guard": property(lambda self: self._nantrap_guard, doc="The TorchGuard."),
+            "diagnoses": property(
+                lambda self: self._nantrap_guard.diagnoses, doc="The guard's findings."
+            ),
+            "stopped": property(lambda self: self._nantrap_guard.stopped),
+        },
+    )
+
+
+def _route_scheduler_patch(optimizer: torch.optim.Optimizer, target: Callable) -> None:
+    """An LR scheduler replaces ``optimizer.step`` by an instance attribute wrapping the
+    class's step as it was then; point that wrapper at ``target`` (the guarded step, or the
+    plain one again on ``unguard``), keeping the call flag the scheduler checks."""
+    patched = optimizer.__dict__.get("step")
+    if patched is None or not hasattr(patched, "_wrapped_by_lr_sched"):
+        return
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        optimizer._opt_called = True  # what the scheduler's own wrapper records
+        return target(*args, **kwargs)
+
+    step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
+    optimizer.__dict__["step"] = step
+
+
+# -- the guard ----------------------------------------------------------------------------
+
+
+class TorchGuard:
+    """The guard state of one optimizer: detection probe, engine, hooks, localization."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: torch.nn.Module | None,
+        config: GuardConfig,
+        *,
+        scheduler: Any = None,
+        scaler: Any = None,
+    ):
+        self.optimizer = optimizer
+        self.model = model
+        self.config = config
+        self.base_class = type(optimizer)
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
+        self.tracked: list[Any] = []
+        for obj in _as_list(scheduler):
+            self.track(obj)
+        rank, world = _rank_world()
+        self.engine = GuardEngine(
+            config,
+            framework="torch",
+            restore=self._restore_snapshot,
+            lrs=lambda: [g["lr"] for g in optimizer.param_groups],
+            scale_lr=self.scale_lr,
+            rank=rank,
+            world_size=world,
+        )
+        self.probe = Probe(optimizer)
+        self.step_state = _snapshot.StepState(model)
+        self._fresh = False  # the current step's start state has been saved
+        self._in_step = False
+        self._inputs: list[torch.Tensor] = []  # input sums of this step (device scalars)
+        self._last_args: Any = None  # the model's last training inputs (references)
+        self._versions: list[int] | None = None  # param versions after our last update
+        self._pending_loss: torch.Tensor | None = None
+        self._targets: Any = None
+        self.bundles: list[Path] = []  # repro bundles written so far
+        self._trace: Any = None  # ArmedTrace in loop form B
+        self._trace_left = 0
+        self._bundles = 0
+        self._last_ranges: dict | None = None
+        self._warned_stopped = False
+        self._hooks = []
+        if model is not None:
+            self._hooks.append(model.register_forward_pre_hook(self._on_forward, with_kwargs=True))
+        self.early = self._make_early_warnings()
+        optimizer._nantrap_guard = self
+        optimizer.__class__ = _guarded_class(self.base_class)
+        _route_scheduler_patch(optimizer, functools.partial(_guarded_step, optimizer))
+        # fused optimizers let GradScaler skip the unscale; the guard needs unscaled grads
+        self._amp_flag = optimizer.__dict__.pop("_step_supports_amp_scaling", None)
+        self.engine.start(
+            model=type(_plain_model(model)).__name__ if model is not None else None,
+            optimizer=self.base_class.__name__,
+            argv=sys.argv,
+        )
+        self.step_state.save(host_rng=True)
+        self.engine.take_snapshot(self._capture())
+
+    # -- public ------------------------------------------------------------------------
+
+    @property
+    def diagnoses(self) -> list[Diagnosis]:
+        return self.engine.diagnoses
+
+    @property
+    def stopped(self) -> bool:
+        return self.engine.stopped
+
+    @property
+    def step_count(self) -> int:
+        return self.engine.step
+
+    def track(self, obj: Any) -> None:
+        """Include ``obj`` (an LR scheduler, an EMA of the weights...) in snapshots."""
+        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+            from nantrap.errors import ConfigError
+
+            raise ConfigError(
+                f"cannot track {type(obj).__name__}: it needs state_dict() and load_state_dict()"
+            )
+        self.tracked.append(obj)
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply the LR of every group, and the base LRs of tracked schedulers."""
+        for group in self.optimizer.param_groups:
+            for key in _LR_KEYS:
+                if isinstance(group.get(key), (int, float)):
+                    group[key] *= factor
+        for obj in self.tracked:
+            if isinstance(getattr(obj, "base_lrs", None), list):
+                obj.base_lrs = [lr * factor for lr in obj.base_lrs]
+            if isinstance(getattr(obj, "_last_lr", None), list):
+                obj._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+    def observe(self, loss: torch.Tensor | None = None, targets: Any = None) -> None:
+        """Give the guard this step's loss (loop form B: spikes and the loss record) and
+        targets (written to repro bundles so ``nt.replay`` can recompute the loss).
+        ``opt.step(loss=..., targets=...)`` does the same."""
+        if loss is not None:
+            self._pending_loss = loss
+        if targets is not None:
+            self._targets = targets
+
+    def close(self, status: str | None = None) -> None:
+        """Remove hooks, put the original class back and end the event log."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
+        if self.early is not None:
+            self.early.close()
+            self.early = None
+        opt = self.optimizer
+        if type(opt) is _guarded_class(self.base_class):
+            opt.__class__ = self.base_class
+        _route_scheduler_patch(opt, functools.partial(self.base_class.step, opt))
+        if self._amp_flag is not None:
+            opt._step_supports_amp_scaling = self._amp_flag
+        opt.__dict__.pop("_nantrap_guard", None)
+        if not self.engine.ended:
+            self.engine.end(status)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The guard's own state (history, policy, snapshots, events); the optimizer's is
+        ``opt.state_dict()`` as usual."""
+        return {
+            "engine": self.engine.state_dict(),
+            "versions": self._versions,
+            "bundles": self._bundles,
+            "early": self.early.state_dict() if self.early is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.engine.load_state_dict(state["engine"])
+        self.config = self.engine.config
+        self._versions = state.get("versions")
+        self._bundles = int(state.get("bundles", 0))
+        if self.early is not None and state.get("early") is not None:
+            self.early.load_state_dict(state["early"])
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def new_iteration(self) -> None:
+        """zero_grad outside a closure starts a new iteration: forget the last one's
+        start state (steps the GradScaler skipped never reach ``step``)."""
+        if self._in_step:
+            return
+        if self._fresh and self.scaler is not None and self.scaler._scale is not None:
+            self._scaler_skipped()
+        self._fresh = False
+        self._inputs.clear()
+
+    def _scaler_skipped(self) -> None:
+        """A forward ran but step() was never reached: the GradScaler found inf/NaN grads
+        and skipped the update (it synced to decide, so one more fetch costs little).
+        Overflow is the scaler's business; bad inputs, non-finite weights and a collapsing
+        scale are not."""
+        engine = self.engine
+        params = self.probe.params()
+        obs = self.probe.measure(params, loss=None, inputs=self._inputs, scale=self.scaler._scale)
+        problem = engine.classify(dataclasses.replace(obs, grad_norm=0.0))
+        if problem is Problem.CORRUPT_STATE:
+            self._drop_step()
+            self._after_incident(
+                engine.act(self._explain_corrupt(params, engine.step), state_corrupt=True, obs=obs)
+            )
+        elif problem is Problem.BAD_INPUT and (stats := self._bad_inputs()):
+            self._drop_step()
+            self._after_incident(engine.act(nonfinite_input(engine.step, stats), obs=obs))
+        else:
+            engine.check_loss_scale(obs.loss_scale)
+
+    def _begin(self) -> None:
+        if not self._fresh:
+            self._fresh = True
+            self.step_state.save(host_rng=self.engine.snapshot_due())
+
+    def _on_forward(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        self._begin()
+        if self.config.check_inputs:
+            if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
+                leaves = tree_leaves((args, kwargs))
+            else:
+                leaves = args  # the common case, without pytree's walk
+            self._inputs.extend(
+                input_sum(t)
+                for t in leaves
+                if isinstance(t, torch.Tensor) and t.is_floating_point()
+            )
+            self._last_args = (args, kwargs)
+
+    # -- the step ----------------------------------------------------------------------
+
+    def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+        loss = kwargs.pop("loss", None)
+        if "targets" in kwargs:
+            self._targets = kwargs.pop("targets")
+        if self.engine.stopped:
+            if not self._warned_stopped:
+                self._warned_stopped = True
+                logger.warning("nantrap: training was stopped; opt.step() no longer updates")
+            self._end_iteration()
+            return None
+        if closure is not None and isinstance(self.optimizer, _OPAQUE):
+            return self._closure_step_opaque(closure, **kwargs)
+        self._in_step = True
+        try:
+            if closure is not None:
+                self._begin()
+                with torch.enable_grad():
+                    loss = closure()
+            elif loss is None:
+                loss = self._pending_loss
+            return self._judge_and_update(loss, closure, kwargs)
+        finally:
+            self._in_step = False
+            self._pending_loss = None
+            self._targets = None
+            self._end_iteration()
+
+    def _end_iteration(self) -> None:
+        self._fresh = False
+        self._inputs.clear()
+
+    def _judge_and_update(self, loss: Any, closure: Callable | None, kwargs: dict) -> Any:
+        engine = self.engine
+        step = engine.step
+        params = self.probe.params()
+        loss_t = loss if isinstance(loss, torch.Tensor) else None
+        self._begin()  # no-op when the forward pre-hook already saved the step's start
+        for w in self.early.end_step(step) if self.early is not None else ():
+            engine.warn(w)
+        traced = self._finish_trace(step) if self._trace is not None else None
+        obs = self.probe.measure(
+            params,
+            loss=loss_t if loss_t is not None else (float(loss) if loss is not None else None),
+            inputs=self._inputs,
+            scale=self.scaler._scale if self.scaler is not None else None,
+        )
+        problem = engine.classify(obs)
+        if problem is Problem.BAD_INPUT and not self._bad_inputs():
+            # the input sum overflowed, the inputs themselves are finite
+            problem = engine.classify(dataclasses.replace(obs, inputs_finite=True))
+        if problem is None or isinstance(problem, Spike):
+            if engine.snapshot_due() and self._fresh:
+                engine.take_snapshot(self._capture())
+            decision = engine.handle_spike(problem) if isinstance(problem, Spike) else None
+            if decision is not None and decision.action is not Action.WARN:
+                self._drop_step()
+                self._after_incident(decision)
+                return loss
+            self._apply_update(params, obs, kwargs)
+            return loss
+        self._incident(problem, obs, params, loss, closure, traced, kwargs)
+        return loss
+
+    def _apply_update(self, params: list[torch.Tensor], obs: Observation, kwargs: dict) -> None:
+        every = self.config.ratio_every
+        self.probe.before_update(params, sample_ratio=every > 0 and self.engine.step % every == 0)
+        self.base_class.step(self.optimizer, **kwargs)
+        self.probe.after_update(params)
+        self._versions = [p._version for p in params]
+        ranges = None
+        if self.early is not None:
+            ranges = getattr(self.early, "ranges", None) or None
+            if ranges is not None and ranges == self._last_ranges:
+                ranges = None
+            elif ranges is not None:
+                self._last_ranges = {k: dict(v) for k, v in ranges.items()}
+        diverging = self.engine.after_update(obs, ranges=ranges)
+        if diverging is not None:
+            self._after_incident(self.engine.act(diverging, update_applied=True))
+
+    def _drop_step(self) -> None:
+        """Undo what the step's forward changed (BN stats) and drop its gradients."""
+        self.step_state.restore_buffers()
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    # -- incidents ---------------------------------------------------------------------
+
+    def _incident(
+        self,
+        problem: Problem,
+        obs: Observation,
+        params: list[torch.Tensor],
+        loss: Any,
+        closure: Callable | None,
+        traced: Diagnosis | None,
+        kwargs: dict,
+    ) -> None:
+        engine = self.engine
+        step = engine.step
+        state_corrupt = problem is Problem.CORRUPT_STATE
+        if problem is Problem.CORRUPT_STATE:
+            diagnosis = self._explain_corrupt(params, step)
+        elif problem is Problem.BAD_INPUT and (stats := self._bad_inputs()):
+            diagnosis = nonfinite_input(step, stats)
+        else:
+            diagnosis = self._explain_nonfinite(obs, closure, traced, step)
+        if self.config.bundle and self.config.log_dir and self._bundles < self.config.max_bundles:
+            self._write_bundle(diagnosis, step)
+        if self.config.policy != "warn":
+            self._drop_step()
+        decision = engine.act(diagnosis, state_corrupt=state_corrupt, obs=obs)
+        if decision.action is Action.WARN:
+            self._apply_update(params, obs, kwargs)
+        else:
+            self._after_incident(decision)
+
+    def _after_incident(self, decision: Decision) -> None:
+        self.probe.load_state_dict({})
+        self._versions = None
+
+    def _explain_corrupt(self, params: list[torch.Tensor], step: int) -> Diagnosis:
+        names = _param_names(self.model, self.optimizer)
+        bad = {}
+        for i, p in enumerate(params):
+            if not torch.isfinite(p.detach()).all():
+                bad[names.get(id(p), f"param[{i}]")] = _stats(p)
+        ours = self._versions is not None and self._versions == [p._version for p in params]
+        if ours:
+            return self.engine.explain(
+                what=f"the update of step {step - 1} made {len(bad)} parameter(s) non-finite "
+                f"({', '.join(list(bad)[:3])}) although its gradients were finite",
+                phase=Phase.UPDATE,
+                force_divergence=True,
+            )
+        return nonfinite_parameter(step, bad)
+
+    def _bad_inputs(self) -> dict[str, TensorStats]:
+        if self._last_args is None:
+            return {}
+        args, kwargs = self._last_args
+        named = [(f"input[{i}]", t) for i, t in enumerate(args)]
+        named += [(f"input[{k!r}]", t) for k, t in kwargs.items()]
+        out = {}
+        for name, value in named:
+            for j, t in enumerate(tree_leaves(value)):
+                if isinstance(t, torch.Tensor) and t.is_floating_point():
+                    s = _stats(t)
+                    if not s.finite:
+                        out[name if j == 0 else f"{name}.{j}"] = s
+        return out
+
+    def _explain_nonfinite(
+        self, obs: Observation, closure: Callable | None, traced: Diagnosis | None, step: int
+    ) -> Diagnosis:
+        what = (
+            f"non-finite loss ({obs.loss:g})"
+            if obs.has_loss and not math.isfinite(obs.loss)
+            else f"non-finite gradients (total grad norm {obs.grad_norm:g})"
+        )
+        localized, reason = traced, ""
+        if localized is None and self.config.localize:
+            if closure is not None:
+                localized, reason = self._replay(closure, step)
+            else:
+                reason = self._arm_trace()
+        elif not self.config.localize:
+            reason = "localization is off (localize=False)"
+        return self.engine.explain(
+            what=what, localized=localized, reason=reason, phase=Phase.BACKWARD
+        )
+
+    def _replay(self, closure: Callable, step: int) -> tuple[Diagnosis | None, str]:
+        """Closure form: re-run forward+backward from the step's start under op tracing."""
+        try:
+            from nantrap.torch.localize import localize
+        except ImportError as err:
+            return None, f"op tracing is unavailable ({err})"
+        after = _snapshot.capture_rng(host=True)
+        self.step_state.restore_buffers()
+        self.step_state.restore_rng()
+        model = _plain_model(self.model)
+        try:
+            with _eager():
+                found = localize(closure, model, step=step)
+        except Exception as err:  # a replay failure must not take the run down
+            logger.warning("nantrap: replay of step %d failed: %r", step, err)
+            return None, f"the replay failed ({type(err).__name__}: {err})"
+        finally:
+            self.step_state.restore_buffers()
+            _snapshot.restore_rng(after)
+        if found is None:
+            return None, "the replay ran finite (nondeterministic step?)"
+        return found, ""
+
+    def _arm_trace(self) -> str:
+        if self.model is None:
+            return "no model was given to the guard, so nothing can be traced"
+        try:
+            from nantrap.torch.localize import ArmedTrace
+        except ImportError as err:
+            return f"op tracing is unavailable ({err})"
+        if self._trace is None:
+            self._trace = ArmedTrace(_plain_model(self.model))
+        self._trace.arm()
+        self._trace_left = self.config.trace_steps
+        return (
+            "loop form (loss.backward(); opt.step()) cannot replay the step; tracing is armed "
+            f"for the next {self.config.trace_steps} steps"
+        )
+
+    def _finish_trace(self, step: int) -> Diagnosis | None:
+        try:
+            found = self._trace.finish(step)
+        except Exception as err:
+            logger.warning("nantrap: tracing step %d failed: %r", step, err)
+            found = None
+        self._trace_left -= 1
+        if self._trace_left > 0 and found is None:
+            self._trace.arm()
+        else:
+            self._trace.close()
+            self._trace = None
+        return found
+
+    def _write_bundle(self, diagnosis: Diagnosis, step: int) -> None:
+        if self._last_args is None or self.model is None:
+            return
+        try:
+            from nantrap.torch.bundle import save_bundle
+        except ImportError:
+            return
+        args, kwargs = self._last_args
+        path = Path(self.config.log_dir) / f"bundle-step{step}.ntb"
+        rng = {k: v for k, v in (self.step_state.rng or {}).items() if k in ("torch", "cuda")}
+        self.step_state.restore_buffers()  # the model as it was before the bad forward
+        try:
+            path = save_bundle(
+                path,
+                model=_plain_model(self.model),
+                optimizer=self.optimizer,
+                inputs=kwargs if kwargs and not args else (args[0] if len(args) == 1 else args),
+                targets=self._targets,
+                rng=rng or None,
+                step=step,
+                diagnosis=diagnosis,
+                meta={"policy": self.config.policy},
+            )
+        except Exception as err:
+            logger.warning("nantrap: could not write the repro bundle: %r", err)
+            return
+        self._bundles += 1
+        self.bundles.append(path)
+        logger.warning("nantrap: repro bundle written to %s", path)
+
+    # -- opaque closure optimizers (LBFGS) ------------------------------------------------
+
+    def _closure_step_opaque(self, closure: Callable, **kwargs: Any) -> Any:
+        """Optimizers that call the closure themselves: check the state after the step and
+        roll back / stop by policy (no skip is possible)."""
+        self._begin()
+        params = self.probe.params()
+        loss = self.base_class.step(self.optimizer, closure, **kwargs)
+        obs = self.probe.measure(params, loss=loss)
+        if obs.params_finite and obs.loss_finite:
+            self.engine.after_update(obs)
+        else:
+            d = self.engine.explain(
+                what="non-finite state after a closure-driven step",
+                phase=Phase.UPDATE,
+                reason=f"{self.base_class.__name__} evaluates the closure itself",
+            )
+            self.engine.act(d, state_corrupt=True)
+        self._end_iteration()
+        return loss
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def _capture(self) -> dict[str, Any]:
+        return _snapshot.capture(
+            self.optimizer,
+            self.probe.params(),
+            buffers=self.step_state.buffer_dict(),
+            rng=self.step_state.rng,
+            tracked=self.tracked,
+            scaler=self.scaler,
+        )
+
+    def _restore_snapshot(self, snap: dict[str, Any]) -> None:
+        _snapshot.restore(
+            snap,
+            self.optimizer,
+            self.probe.params(),
+            model=self.model,
+            tracked=self.tracked,
+            scaler=self.scaler,
+        )
+
+    # -- early warnings --------------------------------------------------------------------
+
+    def _make_early_warnings(self) -> Any:
+        if self.model is None or not self.config.early_warnings:
+            return None
+        try:
+            from nantrap.torch.early_warnings import EarlyWarnings
+        except ImportError:
+            return None
+        return EarlyWarnings(_plain_model(self.model), every=self.config.early_warnings)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _plain_model(model: Any) -> Any:
+    """The eager module under torch.compile / DDP wrappers."""
+    while model is not None:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+    return model
+
+
+def _param_names(model: Any, optimizer: torch.optim.Optimizer) -> dict[int, str]:
+    if model is None:
+        return {}
+    return {id(p): n for n, p in _plain_model(model).named_parameters()}
+
+
+def _stats(t: torch.Tensor) -> TensorStats:
+    try:
+        from nantrap.torch._tensor_stats import tensor_stats
+    except ImportError:
+        x = t.detach()
+        return TensorStats(
+            numel=x.numel(),
+            dtype=str(x.dtype).removeprefix("torch."),
+            shape=tuple(x.shape),
+            nan=int(torch.isnan(x).sum()),
+            inf=int(torch.isinf(x).sum()),
+        )
+    return tensor_stats(t)
+
+
+def _eager() -> Any:
+    """Run compiled models eagerly (localization traces eager ops)."""
+    stance = getattr(torch.compiler, "set_stance", None)
+    if stance is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return stance("force_eager")

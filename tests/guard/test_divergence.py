@@ -1,0 +1,77 @@
+import math
+
+import pytest
+
+from nantrap.findings import Category, Phase
+from nantrap.guard import History, diagnose_divergence, diagnose_spike
+
+
+def _diverging_history(lr_growth=2.0, steps=12):
+    history = History(window=32)
+    for step in range(steps):
+        g = 1.3 * lr_growth**step
+        history.observe(
+            step, loss=0.9 * lr_growth**step, grad_norm=g, param_norm=10.0 * 1.5**step, lr=5.0
+        )
+        history.observe_ratio(step, 0.8)
+    return history
+
+
+def test_divergence_quotes_the_history_and_suggests_a_lower_lr():
+    d = diagnose_divergence(_diverging_history(), step=12, lr=5.0, trigger="NaN gradients")
+    assert d is not None
+    assert d.code == "NT301" and d.category is Category.DIVERGENCE
+    assert d.phase is Phase.UPDATE and d.step == 12
+    ev = d.evidence
+    assert ev["update_ratio_max"] == pytest.approx(0.8)
+    assert ev["grad_norm_growth"] == pytest.approx(2.0**11)
+    assert ev["grad_norm_growth_steps"] == 11
+    assert set(ev["signals"]) == {"update_ratio", "grad_norm", "weight_norm"}
+    assert ev["suggested_lr"] < 5.0 * 0.5
+    # growth x2 per step -> lr*h = 3 -> lr / 3 puts it at 1
+    assert ev["suggested_lr"] == pytest.approx(5.0 / 3.0)
+    assert "0.8" in d.message and "2.05e+03x over 11 steps" in d.message
+    assert "too high" in d.message and f"{ev['suggested_lr']:.3g}" in d.fix
+
+
+def test_healthy_history_is_not_divergence():
+    history = History()
+    for step in range(20):
+        history.observe(step, loss=2.0 / (step + 1), grad_norm=1.0, param_norm=10.0, lr=0.01)
+        history.observe_ratio(step, 1e-3)
+    assert diagnose_divergence(history, step=20, lr=0.01) is None
+    forced = diagnose_divergence(
+        history, step=20, lr=0.01, force=True, trigger="non-finite weights after the update"
+    )
+    assert forced is not None and forced.evidence["signals"] == []
+    assert forced.evidence["suggested_lr"] == pytest.approx(0.005)
+
+
+def test_grad_growth_alone_without_ratio_samples():
+    history = History()
+    for step in range(8):
+        history.observe(step, loss=float(3**step), grad_norm=float(3**step), lr=1.0)
+    d = diagnose_divergence(history, step=8, lr=1.0)
+    assert d is not None and d.evidence["signals"] == ["grad_norm"]
+    # x3 per step: lr*h = 4, lr / 4 gives 1
+    assert d.evidence["suggested_lr"] == pytest.approx(1.0 / 4.0)
+
+
+def test_spike_diagnosis_is_a_warning_with_numbers():
+    from nantrap.guard import Spike
+
+    d = diagnose_spike(Spike(loss=9.0, mean=1.0, std=0.5), step=40, sigma=6.0)
+    assert d.code == "NT302" and not d.incident
+    assert d.evidence["sigmas"] == pytest.approx(16.0)
+    assert "9" in d.message and "16" in d.message
+    assert math.isfinite(d.evidence["ratio"])
+
+
+def test_ratio_estimate_when_the_gradient_is_not_growing():
+    history = History()
+    for step in range(6):
+        history.observe(step, loss=1.0, grad_norm=1.0, param_norm=1.0, lr=2.0)
+        history.observe_ratio(step, 0.5)
+    d = diagnose_divergence(history, step=6, lr=2.0)
+    assert d is not None and d.evidence["signals"] == ["update_ratio"]
+    assert d.evidence["suggested_lr"] == pytest.approx(2.0 * 1e-2 / 0.5)

@@ -1,0 +1,70 @@
+"""guard_ddp under real DDP on gloo, 2 and 4 processes, a fault on one rank only: every rank
+makes the same decision, none hangs, none applies an update another skipped, and the run
+folder names the rank and the batch that went bad."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import socket
+
+import pytest
+
+from nantrap.report.html import render_html
+from nantrap.report.run_log import load_run
+from tests.torch.ddp_worker import FAULT_STEP, run_rank
+
+POLICIES = ["skip", "rollback", "stop"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(world: int, fault_rank: int, tmp_path) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    procs = [
+        ctx.Process(target=run_rank, args=(r, world, port, str(tmp_path), fault_rank, POLICIES))
+        for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+    hung = [r for r, p in enumerate(procs) if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert not hung, f"ranks {hung} hung"
+    assert [p.exitcode for p in procs] == [0] * world
+    return [json.loads((tmp_path / f"result-{r}.json").read_text()) for r in range(world)]
+
+
+@pytest.mark.parametrize(("world", "fault_rank"), [(2, 1), (4, 2)])
+def test_one_bad_rank_same_decision_everywhere(world, fault_rank, tmp_path):
+    results = _run(world, fault_rank, tmp_path)
+    for policy in POLICIES:
+        per_rank = [r[policy] for r in results]
+        params = [r["params"] for r in per_rank]
+        assert all(p == params[0] for p in params), f"{policy}: ranks diverged"
+        assert all(r["finite"] for r in per_rank)
+        # nobody applied an update another rank skipped
+        assert all(r["changed"] == per_rank[0]["changed"] for r in per_rank)
+        assert all(r["codes"] for r in per_rank)  # every rank recorded the incident
+        log = load_run(tmp_path / policy)
+        assert log.ranks == list(range(world))
+        actions = {(a["rank"], a["step"], a["action"]) for a in log.actions}
+        expected = {"skip": "skip", "rollback": "rollback", "stop": "stop"}[policy]
+        assert actions == {(r, FAULT_STEP, expected) for r in range(world)}
+        [origin] = {i.rank for i in log.incidents() if i.context.get("origin")}
+        assert origin == fault_rank
+        assert all(i.context["bad_ranks"] == [fault_rank] for i in log.incidents())
+        assert all(i.batch == FAULT_STEP for i in log.incidents())
+    assert results[0]["skip"]["changed"] == [True, True, False, True, True, True]
+    assert results[0]["stop"]["stopped"] and not any(results[0]["stop"]["changed"][3:])
+    page = render_html(load_run(tmp_path / "skip"))
+    assert f"<b>Rank(s) that went bad:</b> {fault_rank}<" in page
+    assert "NT401" in page  # the bad rank's own diagnosis: a non-finite input

@@ -1,0 +1,101 @@
+"""OpTrace: handler registry, masks and uninitialized memory, backward -> forward mapping."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nantrap.findings import Phase
+from nantrap.torch import trace as tr_mod
+from nantrap.torch.trace import OpTrace, op_handler
+from tests.torch._models import TinyLM
+
+aten = torch.ops.aten
+
+
+def test_handler_registry_refuses_duplicates_and_non_packets():
+    with pytest.raises(RuntimeError, match="already registered"):
+        op_handler(aten.empty_like)(lambda call: None)
+    with pytest.raises(ValueError, match="aten op packets"):
+        op_handler(aten.log.default)(lambda call: None)
+    assert aten.empty_like in tr_mod.HANDLERS
+
+
+def test_custom_handlers_apply_to_one_trace_only():
+    def shout(call):
+        call.intentional = True
+
+    x = torch.tensor([0.0, 1.0])
+    with OpTrace(custom_handlers={aten.log: shout}) as mine:
+        torch.log(x)
+    with OpTrace() as plain:
+        torch.log(x)
+    assert mine.events[0].intentional and not plain.events[0].intentional
+    assert plain.first_nonfinite().op == "aten.log.default"
+    assert mine.first_nonfinite() is None
+
+
+def test_masks_and_uninitialized_memory_are_not_incidents():
+    torch.manual_seed(0)
+    model = TinyLM().train()
+    ids = torch.randint(0, 50, (4, 16))
+    pad = torch.zeros(4, 15, dtype=torch.bool)
+    pad[0, -3:] = True  # a bool padding mask becomes masked_fill(-inf) inside attention
+    with OpTrace(model) as trace:
+        h = model.enc(
+            model.tok(ids[:, :-1]), mask=model.causal[:15, :15].bool(), src_key_padding_mask=pad
+        )
+        logits = model.out(h)
+        F.cross_entropy(logits.reshape(-1, 50), ids[:, 1:].reshape(-1)).backward()
+    ops = {e.op for e in trace.events if e.intentional}
+    assert ops & {"aten.masked_fill_.Scalar", "aten.masked_fill.Scalar"}
+    assert any(e.uninitialized for e in trace.events)  # dropout's empty_like
+    assert any(not e.finite for e in trace.events)
+    assert trace.first_nonfinite() is None
+    assert trace.origin([logits]) is None
+
+
+def test_garbage_in_empty_like_is_never_blamed():
+    x = torch.randn(64)
+    with OpTrace() as trace:
+        junk = torch.full((64,), math.nan)
+        del junk
+        y = torch.empty_like(x)  # may reuse the NaN memory just freed
+        y.bernoulli_(0.5)
+        z = (x * y).sum()
+    empty = next(e for e in trace.events if e.op == "aten.empty_like.default")
+    bern = next(e for e in trace.events if e.op.startswith("aten.bernoulli_"))
+    assert empty.uninitialized and empty.finite
+    assert bern.finite and not bern.bad_inputs()
+    assert trace.events[0].intentional  # full(nan) is written on purpose
+    assert math.isfinite(float(z)) and trace.first_nonfinite() is None
+
+
+def test_backward_ops_map_to_their_forward_op_module_and_line():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh())
+    x = torch.randn(5, 3)
+    with OpTrace(model) as trace:
+        out = model(x)
+        out.sum().backward()
+    fwd = {e.index: e for e in trace.events if e.phase is Phase.FORWARD}
+    tanh_bw = next(e for e in trace.events if e.node == "TanhBackward0")
+    assert fwd[tanh_bw.forward].op == "aten.tanh.default"
+    assert tanh_bw.module == "model.1" and tanh_bw.line == fwd[tanh_bw.forward].line
+    mm_bw = [e for e in trace.events if e.node == "AddmmBackward0"]
+    assert mm_bw and all(e.module == "model.0" for e in mm_bw)
+    assert trace.producer(out).op == "aten.tanh.default"
+    leaves = trace.leaves()
+    assert any(t is model[0].weight for t in leaves)
+
+
+def test_trace_is_not_reentrant_and_stop_is_idempotent():
+    trace = OpTrace()
+    with trace, pytest.raises(RuntimeError, match="not reentrant"):
+        trace.start()
+    trace.stop()
+    torch.ones(2).exp()
+    assert all(e.op != "aten.exp.default" for e in trace.events)
