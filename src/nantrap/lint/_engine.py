@@ -662,6 +662,8 @@ class Walker:
             return recv
         if name == "gather":
             return replace(recv, picked=True) if recv.kind else _PICKED
+        if name == "gradient" and operands:  # tape.gradient(loss, x): 0 where x has no effect
+            return Value(kind="grad", fw="tf", node=node, line=node.lineno)
         if name in ("half", "bfloat16"):
             return replace(recv, half=True, node=node) if recv.kind else Value(half=True)
         if name in _SAME:
@@ -712,6 +714,8 @@ class Walker:
             return V.prob(kind, node, operands[0] if operands else None, fw, False)
         if fw is None:
             return UNKNOWN
+        if qual in ("torch.autograd.grad", "jax.grad"):
+            return Value(kind="grad", fw=fw, node=node, line=node.lineno)
         if name in ("gather", "take_along_dim", "gather_nd", "take_along_axis"):
             first = values[0] if values else UNKNOWN
             return replace(first, picked=True) if first.kind else _PICKED

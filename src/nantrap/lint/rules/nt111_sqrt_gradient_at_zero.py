@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from nantrap.lint._describe import what
 from nantrap.lint._rule import Example, Hit, OpCall, Rule
 
-_KINDS = ("sqsum", "square")  # of a difference: the distance of a point to itself
+_KINDS = ("sqsum", "square")
+# of a difference (the distance of a point to itself) or of a gradient (WGAN-GP's norm)
+_BASES = ("diff", "grad")
 _BETTER = {
     "torch": "torch.linalg.vector_norm(d) (its gradient at 0 is 0) or sqrt(x + eps)",
     "tf": "tf.sqrt(x + eps) (tf.norm has the same NaN gradient at 0)",
@@ -60,7 +62,7 @@ class SqrtGradientAtZero(Rule):
             if p.kind != "const" or not 0 < p.lo < 1:
                 return
         clamped_at_zero = v.kind == "clip" and v.lo == 0 and not v.guarded
-        if node is None or not (clamped_at_zero or (v.kind in _KINDS and v.base == "diff")):
+        if node is None or not (clamped_at_zero or (v.kind in _KINDS and v.base in _BASES)):
             return
         if v.guarded or not call.differentiable or call.in_guard or call.tested(node):
             return
