@@ -93,12 +93,12 @@ class LintConfig:
         return False
 
     def _relative(self, path: str) -> str:
-        if self.root is not None:
-            try:
-                return str(Path(path).resolve().relative_to(self.root.resolve()))
-            except (ValueError, OSError):
-                pass
-        return path
+        if self.root is None:
+            return path
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except (ValueError, OSError):  # outside the project: match the path as given
+            return path
 
     def merged(self, **changes: Any) -> LintConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
