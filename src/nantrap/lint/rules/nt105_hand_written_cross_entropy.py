@@ -97,12 +97,18 @@ class HandWrittenCrossEntropy(Rule):
         node, v = call.operand(0, "input")
         if node is None or v.kind or v.guarded or not (call.negated and call.differentiable):
             return
-        if not v.picked:
+        complement = (  # -log(1 - d): a GAN's generator loss on a discriminator output
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Sub)
+            and isinstance(node.left, ast.Constant)
+            and node.left.value == 1
+        )
+        if not (v.picked or complement):
             return
+        what = "the probability picked for the target" if v.picked else "a probability"
         yield call.hit(
-            f"negative log-likelihood written by hand: -log of {snippet(call, node)}, the "
-            "probability picked for the target, is inf as soon as that probability "
-            "underflows to 0.0",
+            f"negative log-likelihood written by hand: -log of {snippet(call, node)}, "
+            f"{what}, is inf as soon as it underflows to 0.0 (and its gradient 1/p with it)",
             fix=f"use the loss on logits: {_LOSS.get(call.fw or '', _LOSS['torch'])}",
         )
 
