@@ -95,7 +95,9 @@ class HandWrittenCrossEntropy(Rule):
     def _nll(self, call: OpCall) -> Iterator[Hit]:
         """-log(p[target]) / -log(p.gather(1, y)): the NLL of the target class by hand."""
         node, v = call.operand(0, "input")
-        if node is None or v.kind or v.guarded or not (call.negated and call.differentiable):
+        if node is None or v.guarded or not (call.negated and call.differentiable):
+            return
+        if v.kind and not (v.kind == "one_minus" and not v.base):
             return
         complement = (  # -log(1 - d): a GAN's generator loss on a discriminator output
             isinstance(node, ast.BinOp)
