@@ -141,3 +141,19 @@ def test_sampling_and_armed_tracing_stop_in_any_order():
     assert d.code == "NT101"
     ew.close()
     armed.close()
+
+
+def test_bce_targets_outside_unit_interval_warn_before_any_nan():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    x = torch.randn(16, 4)
+    labels = torch.randint(0, 3, (16, 1)).float()  # three classes fed to a binary loss
+    ew = EarlyWarnings(model, every=1)
+    loss = F.binary_cross_entropy_with_logits(model(x), labels)  # <- binary loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    (w,) = ew.end_step(0)
+    ew.close()
+    assert (w.code, w.category, w.incident) == ("NT402", Category.BAD_DATA, False)
+    assert w.location.line == line_of("# <- binary loss")
+    assert "targets in [0, 2], outside [0, 1]" in w.message

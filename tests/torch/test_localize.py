@@ -424,3 +424,19 @@ def test_bf16_autocast_step_runs_clean_and_eval_forward_does_not_start_tracing()
         model(ids[:, :-1])  # validation pass
     assert armed.armed and not armed.tracing
     armed.close()
+
+
+def test_bad_arguments_raise_config_errors():
+    from nantrap.errors import ConfigError
+    from nantrap.torch.early_warnings import EarlyWarnings
+
+    with pytest.raises(ConfigError, match="needs a callable"):
+        localize(42)
+    with pytest.raises(ConfigError, match=r"ArmedTrace\(model=...\) needs a torch.nn.Module"):
+        ArmedTrace("model")
+    with pytest.raises(ConfigError, match=r"OpTrace\(model=...\)"):
+        OpTrace(model=[nn.Linear(2, 2)])
+    with pytest.raises(ConfigError, match=r"every=0"):
+        EarlyWarnings(nn.Linear(2, 2), every=0)
+    with pytest.raises(ConfigError, match=r"clip=1.5"):
+        EarlyWarnings(nn.Linear(2, 2), clip=1.5)

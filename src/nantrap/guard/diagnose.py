@@ -269,7 +269,7 @@ def _backward_pole(rec: OpRecord) -> _Verdict | None:
             f"which is exactly 0 in {zeros} of {numel} elements{at}; inf * 0 then gives NaN "
             "upstream",
             base,
-            fix=f"{op.safe_alternative if op and op.safe_alternative else ''}".strip() or None,
+            fix=op.safe_alternative if op is not None else None,
         )
     if fwd.name in ("log", "log1p", "log2", "log10", "div", "reciprocal"):
         code = "NT110" if fwd.name in ("div", "reciprocal") else "NT103"
@@ -281,14 +281,8 @@ def _backward_pole(rec: OpRecord) -> _Verdict | None:
             base,
         )
     if fwd.name in ("acos", "asin", "atanh"):
-        return _Verdict(
-            "NT114",
-            f"the gradient of {where} is infinite at ±1: its input reached "
-            f"[{x.min:.4g}, {x.max:.4g}]"
-            if x
-            else f"the gradient of {where} is infinite",
-            base,
-        )
+        reached = f": its input reached [{x.min:.4g}, {x.max:.4g}]" if x is not None else ""
+        return _Verdict("NT114", f"the gradient of {where} is infinite at ±1{reached}", base)
     return None
 
 
@@ -296,22 +290,23 @@ def _backward_pole(rec: OpRecord) -> _Verdict | None:
 def _domain(rec: OpRecord) -> _Verdict | None:
     """An op left its domain: log(0), sqrt(-1), x / 0, acos(1.2), pow(-1, 0.5)."""
     op = _op(rec)
-    if op is None or op.domain is None or not rec.inputs or rec.phase is Phase.BACKWARD:
-        if op is not None and op.name == "pow" and rec.inputs and rec.phase is Phase.FORWARD:
-            return _fractional_pow(rec)
+    if op is None or not rec.inputs or rec.phase is Phase.BACKWARD:
         return None
-    arg = min(op.domain.arg, len(rec.inputs) - 1)
-    if rec.name == "div" and len(rec.inputs) == 1:  # div.Scalar: the divisor is a constant
+    if op.name == "pow":
+        return _fractional_pow(rec)
+    if op.domain is None:
+        return None
+    if op.name == "div" and len(rec.inputs) == 1:  # div.Scalar: the divisor is a constant
         if rec.scalars and rec.scalars[0] == 0:
             return _Verdict("NT110", f"{rec.where()} divides by the constant 0", {"divisor": 0})
         return None
+    arg = min(op.domain.arg, len(rec.inputs) - 1)
     x = rec.inputs[arg]
     if _inside_domain(x, op) is not False:
         return None
     miss = _domain_miss(x, op)
     producer = rec.producer(arg)
     ev: dict[str, Any] = {"input": x.to_dict(), "domain": op.domain.describe()}
-    provenance = ""
     if producer is not None:
         ev["producer"] = {
             "op": producer.op,
@@ -320,41 +315,30 @@ def _domain(rec: OpRecord) -> _Verdict | None:
             "path": producer.path,
             "line": producer.line,
         }
-        provenance = f"; it is the output of {producer.where()}"
-    code = op.trap or "NT903"
-    if op.name in ("log", "log2", "log10", "log1p"):
-        sig = _sigmoid_in(producer)
-        if producer is not None and producer.name == "softmax":
-            code = "NT101"
-            provenance = f", the output of {producer.where()}, which underflowed to exactly 0"
-            miss = f"{x.zeros} of {x.numel} elements" if x.numel >= 0 else miss
-            return _Verdict(
-                code,
-                f"input of {rec.where()} is {provenance.lstrip(', ')} in {miss}: log(0) = -inf",
-                ev,
-                fix="take log_softmax of the logits that feed this softmax (or use "
-                "cross_entropy on them) instead of log(softmax(...)); do not clamp p",
-            )
-        if sig is not None:
-            code = "NT104"
-            side = "1 - sigmoid" if sig is not producer else "sigmoid"
-            return _Verdict(
-                code,
-                f"input of {rec.where()} is {side}(x) from {sig.where()}, which saturated: "
-                f"{miss}, so log gives -inf",
-                {**ev, "sigmoid_one_above": _sig_one(sig.dtype)},
-                fix="use logsigmoid(x) for log(sigmoid(x)) and logsigmoid(-x) for "
-                "log(1 - sigmoid(x)), or binary_cross_entropy_with_logits",
-            )
-        code = "NT103"
-    elif op.name in ("div", "reciprocal"):
-        code = "NT110"
-    elif op.name in ("sqrt", "rsqrt"):
-        code = "NT112"
-    elif op.name in ("acos", "asin", "atanh"):
-        code = "NT114"
+    is_log = op.name in ("log", "log2", "log10", "log1p")
+    if is_log and producer is not None and producer.name == "softmax":
+        return _Verdict(
+            "NT101",
+            f"input of {rec.where()} is the output of {producer.where()}, which underflowed "
+            f"to {miss}: log(0) = -inf",
+            ev,
+            fix="take log_softmax of the logits that feed this softmax (or use "
+            "cross_entropy on them) instead of log(softmax(...)); do not clamp p",
+        )
+    sig = _sigmoid_in(producer) if is_log else None
+    if sig is not None:
+        side = "sigmoid" if sig is producer else "1 - sigmoid"
+        return _Verdict(
+            "NT104",
+            f"input of {rec.where()} is {side}(x) from {sig.where()}, which saturated: "
+            f"{miss}, so log gives -inf",
+            {**ev, "sigmoid_one_above": _sig_one(sig.dtype)},
+            fix="use logsigmoid(x) for log(sigmoid(x)) and logsigmoid(-x) for "
+            "log(1 - sigmoid(x)), or binary_cross_entropy_with_logits",
+        )
+    provenance = f"; it is the output of {producer.where()}" if producer is not None else ""
     return _Verdict(
-        code,
+        op.trap or "NT903",
         f"input of {rec.where()} is {miss} (domain {op.domain.describe()}){provenance}",
         ev,
         fix=op.safe_alternative,
@@ -376,14 +360,15 @@ def _overflow(rec: OpRecord) -> _Verdict | None:
         (max(abs(s.min), abs(s.max)) for s in rec.inputs if not math.isnan(s.min)), default=math.nan
     )
     ev = {"dtype": fmt.name, "dtype_max": fmt.max, "input_max_abs": big}
-    half = fmt.name in ("float16", "bfloat16")
+    # NB: bfloat16 keeps float32's exponent range: what overflows it overflows float32 too
+    half = fmt.max < float_format("float32").max / 2
     fp32 = float_format("float32")
     exp_like = op is not None and op.name in ("exp", "expm1", "cosh", "sinh")
     if exp_like:
         ev["threshold"] = fmt.exp_overflow
         fits = big < fp32.exp_overflow
     else:
-        fits = True  # half's max (65504) is far below float32's
+        fits = True  # float16's max (65504) is far below float32's
     if half and fits:
         return _Verdict(
             "NT201",
@@ -540,21 +525,19 @@ def _chain(rec: OpRecord | None, depth: int):
         seen += 1
 
 
-def _sigmoid_in(rec: OpRecord | None) -> OpRecord | None:
-    """The sigmoid behind ``rec``: rec itself, or 1 - sigmoid (rsub / sub)."""
-    for r in _chain(rec, depth=3):
-        if r.name == "sigmoid":
-            return r
-        if r.name not in ("sub", "add", "neg") and not _passthrough(r):
-            return None
-        # follow the tensor operand
-        for p in r.producers:
-            if p is not None and (p.name == "sigmoid" or _passthrough(p)):
-                q = p
-                while q is not None and q.name != "sigmoid" and q.producers:
-                    q = q.producers[0] if _passthrough(q) else None
-                if q is not None and q.name == "sigmoid":
-                    return q
+def _sigmoid_in(rec: OpRecord | None, depth: int = 4) -> OpRecord | None:
+    """The sigmoid behind ``rec``: rec itself, or reached through 1 - p, -p, p + c and
+    views/clamps, following every tensor operand."""
+    if rec is None or depth == 0:
+        return None
+    if rec.name == "sigmoid":
+        return rec
+    if rec.name not in ("sub", "add", "neg") and not _passthrough(rec):
+        return None
+    for producer in rec.producers:
+        found = _sigmoid_in(producer, depth - 1)
+        if found is not None:
+            return found
     return None
 
 

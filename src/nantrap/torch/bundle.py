@@ -100,6 +100,10 @@ def save_bundle(
     ``rng`` is the RNG state at the start of the step (``capture_rng()``); None captures
     the current state.
     """
+    if not isinstance(model, torch.nn.Module):
+        raise BundleError(
+            f"save_bundle(model=...) needs a torch.nn.Module, got {type(model).__name__}"
+        )
     path = Path(path)
     parts = {
         "model.pt": _detached(model.state_dict(), "model.state_dict()"),

@@ -1,4 +1,4 @@
-"""Early warnings before any NaN, sampled every N steps: saturation and the clip trap.
+"""Early warnings before any NaN, sampled every N steps: saturation, the clip trap, targets.
 
 On a sampled step a light dispatch mode watches only the ops that matter (sigmoid, tanh,
 softmax, clamp, log) and module forward hooks record per-module output ranges; every other
@@ -10,10 +10,13 @@ op passes straight through. Unsampled steps cost one boolean test in a forward p
 - clip trap (NT102 when the clamp feeds a log, NT303 otherwise): a tensor hook on the clamp
   output sees the gradient the loss sends to the clipped elements; the clamp passes back
   exactly 0 there, so that part of the loss is not optimized.
+- binary targets (NT402): binary_cross_entropy targets outside [0, 1] give a loss with no
+  minimum; the loss stays finite while the logits run away, so only a warning sees it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import weakref
 from dataclasses import dataclass
@@ -34,13 +37,15 @@ aten = torch.ops.aten
 _SATURATING = {aten.sigmoid: "sigmoid", aten.tanh: "tanh", aten._softmax: "softmax"}
 _CLAMPS = {aten.clamp, aten.clip, aten.clamp_min, aten.clamp_max}
 _LOGS = {aten.log, aten.log2, aten.log10, aten.log1p}
+_BINARY_LOSSES = {aten.binary_cross_entropy, aten.binary_cross_entropy_with_logits}
+_WATCHED = {*_SATURATING, *_CLAMPS, *_LOGS, *_BINARY_LOSSES}
 
 
 @dataclass
 class _Site:
     """One op call site watched on a sampled step (tensors only until end_step)."""
 
-    kind: str  # sigmoid | tanh | softmax | clamp
+    kind: str  # sigmoid | tanh | softmax | clamp | target
     module: str | None
     path: str | None
     line: int | None
@@ -73,10 +78,17 @@ class EarlyWarnings:
         clip: float = 0.01,
         root: str = "model",
     ):
-        if every < 1:
-            from nantrap.errors import ConfigError
+        from nantrap.errors import ConfigError
 
-            raise ConfigError(f"EarlyWarnings(every={every}): must be >= 1")
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(
+                f"EarlyWarnings(model=...) needs a torch.nn.Module, got {type(model).__name__}"
+            )
+        if not isinstance(every, int) or every < 1:
+            raise ConfigError(f"EarlyWarnings(every={every!r}): must be an int >= 1")
+        for name, value in (("saturation", saturation), ("clip", clip)):
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"EarlyWarnings({name}={value!r}): a fraction in [0, 1)")
         self.model = model
         self.every = every
         self.saturation = saturation
@@ -173,6 +185,8 @@ class EarlyWarnings:
             values = site.counts.tolist()
             if site.kind == "clamp":
                 d = self._clip_warning(site, values, step)
+            elif site.kind == "target":
+                d = self._target_warning(site, values, step)
             else:
                 frac = values[0] / site.numel
                 if site.module:
@@ -257,6 +271,32 @@ class EarlyWarnings:
             },
         )
 
+    def _target_warning(self, site: _Site, values: list, step: int):
+        """Binary cross-entropy targets outside [0, 1]: the loss has no minimum there."""
+        from nantrap.guard.diagnose import OpRecord, diagnose
+        from nantrap.guard.stats import TensorStats
+
+        low, high = values
+        if low >= 0.0 and high <= 1.0:
+            return None
+        op = site.key[0]
+        record = OpRecord(
+            op=op,
+            neutral_op=op.split(".")[1],
+            phase=Phase.FORWARD,
+            module=site.module,
+            path=site.path,
+            line=site.line,
+            source_line=_source_line(site),
+            dtype=site.dtype,
+            inputs=(
+                TensorStats(site.numel, site.dtype),
+                TensorStats(site.numel, site.dtype, min=low, max=high),
+            ),
+        )
+        found = diagnose(record, step=step)
+        return dataclasses.replace(found, severity=Severity.WARNING, incident=False)
+
     # called by the mode --------------------------------------------------------------------
     def _watch(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         packet = func.overloadpacket
@@ -274,6 +314,12 @@ class EarlyWarnings:
         site_args = dict(
             module=module, path=path, line=line, dtype=dtype_name(out.dtype), numel=out.numel()
         )
+        if packet in _BINARY_LOSSES:
+            target = args[1]
+            counts = torch.stack([t.float() for t in torch.aminmax(target.detach())])
+            site_args.update(numel=target.numel(), dtype=dtype_name(target.dtype))
+            self._sites.append(_Site("target", counts=counts, key=(str(func),), **site_args))
+            return
         if packet in _SATURATING:
             kind = _SATURATING[packet]
             if kind == "softmax":
@@ -334,7 +380,12 @@ class _WarnMode(TorchDispatchMode):
         if owner._pending:
             owner._resolve_pending()
         packet = func.overloadpacket
-        if packet in _SATURATING or packet in _CLAMPS or packet in _LOGS:
+        if (
+            packet in _SATURATING
+            or packet in _CLAMPS
+            or packet in _LOGS
+            or packet in _BINARY_LOSSES
+        ):
             owner._watch(func, args, kwargs, out)
         return out
 
@@ -378,23 +429,26 @@ def _where(site: _Site) -> str:
     return text
 
 
+def _source_line(site: _Site) -> str | None:
+    if not (site.path and site.line):
+        return None
+    import linecache
+
+    return linecache.getline(site.path, site.line).strip() or None
+
+
 def _diagnosis(site: _Site, code: str, message: str, step: int, evidence: dict) -> Diagnosis:
     from nantrap.traps import get_trap
 
     op = "aten.clamp" if site.kind == "clamp" else f"aten.{site.kind}"
     neutral = "clip" if site.kind == "clamp" else site.kind
-    source_line = None
-    if site.path and site.line:
-        import linecache
-
-        source_line = linecache.getline(site.path, site.line).strip() or None
     return Diagnosis(
         code=code,
         message=message,
         location=Location(
             path=site.path,
             line=site.line,
-            source_line=source_line,
+            source_line=_source_line(site),
             module=site.module,
             op=op,
             neutral_op=neutral,

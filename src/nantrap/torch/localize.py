@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_leaves
 
+from nantrap.errors import ConfigError
 from nantrap.findings import Diagnosis, Location, Phase, Severity
 from nantrap.guard.diagnose import diagnose
 from nantrap.torch._tensor_stats import summarize
@@ -47,6 +48,11 @@ def localize(
     >>> localize(run_step, model, step=12).headline()     # doctest: +SKIP
     'step 12 · NT101 domain · log in model.head (train.py:41): ...'
     """
+    if not callable(run_step):
+        raise ConfigError(
+            f"localize(run_step=...) needs a callable that runs forward + loss + backward, "
+            f"got {type(run_step).__name__}"
+        )
     trace = OpTrace(model)
     with trace:
         try:
@@ -65,6 +71,10 @@ class ArmedTrace:
     """Trace the next step of a plain loop; see the module docstring."""
 
     def __init__(self, model: torch.nn.Module):
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(
+                f"ArmedTrace(model=...) needs a torch.nn.Module, got {type(model).__name__}"
+            )
         self.model = model
         self._trace: OpTrace | None = None
         self._armed = False

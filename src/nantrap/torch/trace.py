@@ -298,6 +298,12 @@ class OpTrace:
         custom_handlers: Mapping[Any, Handler] | None = None,
         root: str = "model",
     ):
+        if model is not None and not isinstance(model, torch.nn.Module):
+            from nantrap.errors import ConfigError
+
+            raise ConfigError(
+                f"OpTrace(model=...) needs a torch.nn.Module or None, got {type(model).__name__}"
+            )
         self.model = model
         self.root = root
         self.events: list[OpEvent] = []
@@ -534,13 +540,13 @@ class OpTrace:
         elif (
             func.overloadpacket in _FINITE_PRESERVING
             and all(e.summary.finite for e in entries)
-            and all(math.isfinite(v) for v in _numbers(args, kwargs))
+            and all(math.isfinite(v) for v in scalars)
         ):
             out_summaries = [_UNKNOWN_FINITE] * len(outs)
         else:
             out_summaries = [summarize(o) for o in outs]
 
-        node = torch._C._current_autograd_node()
+        node = _current_node()
         forward = self._nodes.get(id(node)) if node is not None else None
         index = len(self.events)
         if node is None:
@@ -656,8 +662,8 @@ def _key(t: torch.Tensor) -> tuple:
     return (t.device.type, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
 
 
-def _numbers(args: tuple, kwargs: dict) -> list[float]:
-    return [float(a) for a in tree_leaves((args, kwargs)) if isinstance(a, (int, float))]
+# NB: private torch API (present since torch 2.1); without it every op reads as forward
+_current_node = getattr(torch._C, "_current_autograd_node", lambda: None)
 
 
 def _inplace(func: Any) -> bool:
