@@ -155,9 +155,11 @@ def load_graph(model: Any, example_inputs: Any = None, **kw: Any) -> Graph:
 
 
 def _is_torch(model: Any) -> bool:
-    import torch
-
-    return isinstance(model, (torch.nn.Module, torch.export.ExportedProgram))
+    """An nn.Module or ExportedProgram, told by its classes (torch is imported at the edge)."""
+    return any(
+        c.__module__.startswith("torch") and c.__name__ in ("Module", "ExportedProgram")
+        for c in type(model).__mro__
+    )
 
 
 def _is_tf(model: Any) -> bool:

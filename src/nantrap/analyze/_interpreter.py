@@ -7,6 +7,7 @@ collected (all of them) into ``Run.unsupported``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -59,11 +60,9 @@ def dtype_range(dtype: str | None) -> Interval:
     if dtype and "bool" in dtype:
         return Interval(0.0, 1.0)
     if dtype:
-        try:
+        with contextlib.suppress(TypeError):  # not an integer dtype either
             info = np.iinfo(np.dtype(dtype.replace("torch.", "")))
             return Interval(float(info.min), float(info.max))
-        except TypeError:
-            pass
     return Interval.unknown()
 
 
