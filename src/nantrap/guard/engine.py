@@ -31,6 +31,7 @@ from nantrap.guard.events import EventLog
 from nantrap.guard.history import History, Spike
 from nantrap.guard.incidents import loss_scale_collapse, unlocalized
 from nantrap.guard.policy import Action, Decision, Policy
+from nantrap.guard.sinks import make_sinks
 from nantrap.guard.snapshots import Snapshot, SnapshotRing
 
 __all__ = ["GuardEngine", "Observation", "Problem"]
@@ -108,7 +109,11 @@ class GuardEngine:
             config.policy, lr_decay=config.lr_decay, max_retries=config.max_retries
         )
         self.ring = SnapshotRing(config.snapshot_every, config.snapshot_keep, restore=restore)
-        self.log = EventLog(config.log_dir, rank=rank)
+        self.log = EventLog(
+            config.log_dir,
+            rank=rank,
+            sinks=make_sinks(tensorboard=config.tensorboard, wandb=config.wandb, rank=rank),
+        )
         self.diagnoses: list[Diagnosis] = []
         self.step = 0  # optimizer steps taken (rolled back with the state)
         self.incidents = 0
