@@ -4,6 +4,10 @@ human summary through ``logging.getLogger("nantrap")``.
 One JSON object per line, each with ``schema_version`` and ``type`` (run, step, context,
 diagnosis, action, end); non-finite floats are written as the strings "nan", "inf", "-inf".
 Every record is also handed to the log's metric sinks (TensorBoard, W&B).
+
+``context`` records (``step``, ``rank`` and the fields of ``GuardEngine.annotate``: epoch,
+batch, micro-batch, the ranks that went bad...) follow the diagnosis record they belong to;
+``nantrap report`` joins them to the incident by step and rank.
 """
 
 from __future__ import annotations

@@ -206,6 +206,13 @@ class TorchGuard:
             if isinstance(getattr(obj, "_last_lr", None), list):
                 obj._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
+    def annotate(self, **fields: Any) -> None:
+        """Where the training loop is: ``opt.guard.annotate(epoch=e, batch=i)`` before the
+        step. Written beside each diagnosis as a ``context`` record (shown on the report's
+        incident card); fields stay until changed, ``None`` removes one, a callable is
+        evaluated only when a record is written. See :meth:`GuardEngine.annotate`."""
+        self.engine.annotate(**fields)
+
     def observe(self, loss: torch.Tensor | None = None, targets: Any = None) -> None:
         """Give the guard this step's loss (loop form B: spikes and the loss record) and
         targets (written to repro bundles so ``nt.replay`` can recompute the loss).
@@ -574,7 +581,9 @@ class TorchGuard:
         except ImportError:
             return
         args, kwargs = self._last_args
-        path = Path(self.config.log_dir) / f"bundle-step{step}.ntb"
+        engine = self.engine
+        rank = f"rank{engine.log.rank}-" if engine.world_size > 1 else ""
+        path = Path(self.config.log_dir) / f"bundle-{rank}step{step}.ntb"
         rng = {k: v for k, v in (self.step_state.rng or {}).items() if k in ("torch", "cuda")}
         self.step_state.restore_buffers()  # the model as it was before the bad forward
         try:
