@@ -2,6 +2,7 @@
 tensorboard's own reader; W&B without wandb installed or without a run is a clear error."""
 
 import builtins
+import logging
 import math
 
 import pytest
@@ -72,8 +73,9 @@ def test_a_failing_sink_is_dropped_and_the_run_goes_on(tmp_path, caplog):
 
     full = Full()
     log = EventLog(tmp_path, sinks=[full])
-    log.step(0, loss=1.0, grad_norm=1.0, update_ratio=None, lr=0.1)
-    log.step(1, loss=1.0, grad_norm=1.0, update_ratio=None, lr=0.1)
+    with caplog.at_level(logging.WARNING, logger="nantrap"):
+        log.step(0, loss=1.0, grad_norm=1.0, update_ratio=None, lr=0.1)
+        log.step(1, loss=1.0, grad_norm=1.0, update_ratio=None, lr=0.1)
     assert log.sinks == [] and log.written == 2
     assert "Full failed (OSError('disk full'))" in caplog.text
 
