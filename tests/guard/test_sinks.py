@@ -43,9 +43,11 @@ def test_tensorboard_gets_step_scalars_and_incident_markers(tmp_path):
     log.step(1, loss=2.0, grad_norm=1.0, update_ratio=0.001, lr=0.1)
     log.step(2, loss=math.inf, grad_norm=math.nan, update_ratio=None, lr=0.1)
     log.diagnosis(incident(2))
+    log.emit("context", step=2, rank=0, epoch=1, batch=5)
     log.action(2, "rollback", to_step=1, lr_before=0.1, lr_after=0.05)
     log.end(2, "ok")
     scalars, texts = read_tensorboard(tmp_path / "tb")
+    assert texts["nantrap/context"] == [(2, "epoch=1, batch=5")]
     assert scalars["nantrap/loss"] == [(0, 2.5), (1, 2.0)]  # non-finite values are left out
     assert scalars["nantrap/grad_norm"] == [(0, 1.25), (1, 1.0)]
     assert [s for s, _ in scalars["nantrap/update_ratio"]] == [1]

@@ -16,6 +16,7 @@ __all__ = ["STEP_SCALARS", "MetricSink", "Sink", "make_sinks"]
 
 STEP_SCALARS = ("loss", "grad_norm", "update_ratio", "lr")
 PREFIX = "nantrap/"
+_NOT_CONTEXT = {"type", "schema_version", "step", "rank"}
 
 
 class Sink(Protocol):
@@ -30,7 +31,8 @@ class MetricSink(ABC):
     """Records -> scalars (``nantrap/loss``, ``grad_norm``, ``update_ratio``, ``lr`` per
     step record) and markers: ``nantrap/incident`` (1.0 at an incident's step, with its
     headline as text ``nantrap/diagnosis``), ``nantrap/warning`` for early warnings, and
-    ``nantrap/rollback_to`` (the step restored) with the action as text ``nantrap/action``.
+    ``nantrap/rollback_to`` (the step restored) with the action as text ``nantrap/action``;
+    the loop's context of a diagnosis (``annotate``) as text ``nantrap/context``.
     """
 
     def write(self, record: Mapping[str, Any]) -> None:
@@ -49,6 +51,11 @@ class MetricSink(ABC):
             if record.get("to_step") is not None:
                 self.scalars(step, {PREFIX + "rollback_to": float(record["to_step"])})
             self.text(step, PREFIX + "action", _action_text(record))
+        elif kind == "context":
+            fields = {k: v for k, v in record.items() if k not in _NOT_CONTEXT}
+            if fields:
+                text = ", ".join(f"{k}={v}" for k, v in fields.items())
+                self.text(_step(record.get("step")), PREFIX + "context", text)
         elif kind == "end":
             self.text(
                 _step(record.get("step")), PREFIX + "action", f"run ended: {record.get('status')}"
@@ -110,8 +117,6 @@ def _diagnosis_text(record: Mapping[str, Any]) -> str:
         text += f" ({where})"
     if record.get("fix"):
         text += f"  \nfix: {record['fix']}"
-    if record.get("context"):
-        text += "  \ncontext: " + ", ".join(f"{k}={v}" for k, v in record["context"].items())
     return text
 
 
