@@ -89,20 +89,18 @@ class NanTrap(TrainerCallback):
                 # the labels go into repro bundles, so nt.replay can recompute the loss
                 guard.observe(loss=loss.detach(), targets=kwargs.get("labels"))
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        guard = getattr(self.optimizer, "_nantrap_guard", None)
+        if guard is not None:
+            # batch: the Trainer's step number once this step is done (its logs' "step")
+            guard.annotate(epoch=state.epoch, batch=state.global_step + 1, source="transformers")
+        return control
+
     def on_step_end(self, args, state, control, **kwargs):
         guard = getattr(self.optimizer, "_nantrap_guard", None)
         if guard is None:
             return control
-        for diag in guard.diagnoses[self._seen :]:
-            self.diagnoses.append(diag)
-            if diag.incident:
-                guard.engine.log.emit(
-                    "context",
-                    step=diag.step,
-                    epoch=state.epoch,
-                    batch=state.global_step,
-                    source="transformers",
-                )
+        self.diagnoses += guard.diagnoses[self._seen :]
         self._seen = len(guard.diagnoses)
         if guard.stopped:
             control.should_training_stop = True

@@ -68,20 +68,18 @@ class NanTrap(pl.Callback):
             )
             self.optimizers.append(opt)
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # which batch: the report shows it beside an incident (with accumulation, the
+        # optimizer step runs in the batch that completes the window)
+        for opt in self.optimizers:
+            opt.guard.annotate(epoch=trainer.current_epoch, batch=batch_idx, source="lightning")
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         for opt in self.optimizers:
             guard = opt.guard
             for diag in guard.diagnoses[self._seen.get(id(opt), 0) :]:
                 self._diagnoses.append(diag)
                 if diag.incident:
-                    # which batch: the report shows it beside the incident
-                    guard.engine.log.emit(
-                        "context",
-                        step=diag.step,
-                        epoch=trainer.current_epoch,
-                        batch=batch_idx,
-                        source="lightning",
-                    )
                     log.warning(
                         "nantrap: incident in epoch %d, batch %d: %s",
                         trainer.current_epoch,

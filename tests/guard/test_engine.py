@@ -1,3 +1,4 @@
+import logging
 import math
 
 import pytest
@@ -183,3 +184,45 @@ def test_bad_input_seen_on_another_rank_is_still_bad_data():
     assert d.code == "NT401" and "another rank" in d.message
     engine = Trainer(policy="rollback").engine
     assert engine.act(d).action is Action.SKIP  # the same decision as on the bad rank
+
+
+def test_annotate_writes_loop_context_beside_each_diagnosis(tmp_path):
+    from nantrap.errors import ConfigError
+
+    t = Trainer(tmp_path, policy="skip", snapshot_every=1)
+    calls = []
+    t.engine.annotate(epoch=1, batch=7, micro_batch=lambda: calls.append(1) or 2)
+    for _ in range(3):
+        t.good_step()
+    assert calls == []  # callables are evaluated only when a record is written
+    t.engine.annotate(batch=8, micro_batch=None)
+    t.engine.act(_incident(3))
+    records = read_events(tmp_path / "events.jsonl")
+    kinds = [r["type"] for r in records]
+    assert kinds[-3:] == ["diagnosis", "context", "action"]
+    context = records[-2]
+    assert {k: context[k] for k in ("step", "rank", "epoch", "batch")} == {
+        "step": 3,
+        "rank": 0,
+        "epoch": 1,
+        "batch": 8,
+    }
+    assert "micro_batch" not in context
+    with pytest.raises(ConfigError, match=r"annotate\(step=...\): 'step' is set by the guard"):
+        t.engine.annotate(step=3)
+    # plain values round-trip with the engine's state; callables stay with the live engine
+    t.engine.annotate(rank_name=lambda: "worker-0")
+    other = Trainer()
+    other.engine.annotate(rank_name=str)
+    other.engine.load_state_dict(t.engine.state_dict())
+    assert other.engine.context == {"epoch": 1, "batch": 8, "rank_name": str}
+
+
+def test_a_failing_context_value_is_left_out(tmp_path, caplog):
+    t = Trainer(tmp_path, policy="skip")
+    t.engine.annotate(batch=3, bad=lambda: 1 / 0)
+    with caplog.at_level(logging.WARNING, logger="nantrap"):
+        t.engine.act(_incident(0))
+    context = [r for r in read_events(tmp_path / "events.jsonl") if r["type"] == "context"]
+    assert context[0]["batch"] == 3 and "bad" not in context[0]
+    assert "context field 'bad' failed: ZeroDivisionError" in caplog.text

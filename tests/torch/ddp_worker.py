@@ -57,6 +57,7 @@ def run_rank(rank: int, world: int, port: int, out: str, fault_rank: int, polici
             fault = rank == fault_rank and step == FAULT_STEP
             if fault and policy != "rollback":
                 x[0, 0] = float("nan")  # a bad sample in this rank's batch only
+            opt.guard.annotate(batch=step)
             opt.zero_grad()
             pred = model(x, sqrt_fault=fault and policy == "rollback")
             loss = ((pred - x.sum(1, keepdim=True)) ** 2).mean()

@@ -63,7 +63,10 @@ def test_one_bad_rank_same_decision_everywhere(world, fault_rank, tmp_path):
         [origin] = {i.rank for i in log.incidents() if i.context.get("origin")}
         assert origin == fault_rank
         assert all(i.context["bad_ranks"] == [fault_rank] for i in log.incidents())
-        assert all(i.batch == FAULT_STEP for i in log.incidents())
+        assert all(i.batch == FAULT_STEP for i in log.incidents())  # opt.guard.annotate
+        for r in range(world):  # bundles say whose they are, even in a shared folder
+            bundle = tmp_path / policy / f"rank{r}" / f"bundle-rank{r}-step{FAULT_STEP}.ntb"
+            assert bundle.exists()
     assert results[0]["skip"]["changed"] == [True, True, False, True, True, True]
     assert results[0]["stop"]["stopped"] and not any(results[0]["stop"]["changed"][3:])
     page = render_html(load_run(tmp_path / "skip"))

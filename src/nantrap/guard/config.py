@@ -42,6 +42,9 @@ class GuardConfig:
     check_inputs: check the model's floating inputs for NaN/Inf in a forward pre-hook.
     trace_steps: loop form B: after an incident, trace up to this many following steps.
     min_loss_scale: a GradScaler scale below this is reported as a precision problem.
+    tensorboard: a directory for TensorBoard scalars and incident markers (True:
+        ``<log_dir>/tb``; needs the tensorboard package); None/False: off.
+    wandb: log the same to the active W&B run (``wandb.init()`` before the guard).
     """
 
     policy: str = "rollback"
@@ -65,6 +68,8 @@ class GuardConfig:
     check_inputs: bool = True
     trace_steps: int = 3
     min_loss_scale: float = 1.0
+    tensorboard: str | bool | None = None
+    wandb: bool = False
 
     def __post_init__(self) -> None:
         _choice("policy", self.policy, POLICIES)
@@ -85,11 +90,25 @@ class GuardConfig:
             "trace_steps",
         ):
             _integer(name, getattr(self, name), lo=0)
-        for name in ("localize", "bundle", "check_inputs"):
+        for name in ("localize", "bundle", "check_inputs", "wandb"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"guard option {name}={getattr(self, name)!r}: use True or False")
         if self.log_dir is not None and not isinstance(self.log_dir, str):
             object.__setattr__(self, "log_dir", _path_text(self.log_dir))
+        object.__setattr__(self, "tensorboard", self._tensorboard_dir())
+
+    def _tensorboard_dir(self) -> str | None:
+        value = self.tensorboard
+        if value is None or value is False:
+            return None
+        if value is True:
+            if self.log_dir is None:
+                raise ConfigError(
+                    "guard option tensorboard=True writes to <log_dir>/tb, but log_dir is None: "
+                    "give log_dir=... or tensorboard='path/to/dir'"
+                )
+            return f"{self.log_dir}/tb"
+        return _path_text(value, "tensorboard")
 
     @classmethod
     def from_options(cls, **options: Any) -> GuardConfig:
@@ -113,13 +132,13 @@ class GuardConfig:
         return cls.from_options(**state)
 
 
-def _path_text(value: Any) -> str:
+def _path_text(value: Any, name: str = "log_dir") -> str:
     try:
         import os
 
         return os.fspath(value)
     except TypeError:
-        raise ConfigError(f"guard option log_dir={value!r}: use a path or None") from None
+        raise ConfigError(f"guard option {name}={value!r}: use a path or None") from None
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -17,13 +17,14 @@ and restored through the ``restore`` callable the edge passes in.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from nantrap.errors import NanTrapError
+from nantrap.errors import ConfigError, NanTrapError
 from nantrap.findings import Category, Diagnosis, Phase
 from nantrap.guard.config import GuardConfig
 from nantrap.guard.divergence import diagnose_divergence, diagnose_spike
@@ -31,9 +32,13 @@ from nantrap.guard.events import EventLog
 from nantrap.guard.history import History, Spike
 from nantrap.guard.incidents import loss_scale_collapse, unlocalized
 from nantrap.guard.policy import Action, Decision, Policy
+from nantrap.guard.sinks import make_sinks
 from nantrap.guard.snapshots import Snapshot, SnapshotRing
 
 __all__ = ["GuardEngine", "Observation", "Problem"]
+
+logger = logging.getLogger("nantrap")
+_RESERVED = frozenset({"type", "schema_version", "step", "rank"})
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,11 @@ class GuardEngine:
             config.policy, lr_decay=config.lr_decay, max_retries=config.max_retries
         )
         self.ring = SnapshotRing(config.snapshot_every, config.snapshot_keep, restore=restore)
-        self.log = EventLog(config.log_dir, rank=rank)
+        self.log = EventLog(
+            config.log_dir,
+            rank=rank,
+            sinks=make_sinks(tensorboard=config.tensorboard, wandb=config.wandb, rank=rank),
+        )
         self.diagnoses: list[Diagnosis] = []
         self.step = 0  # optimizer steps taken (rolled back with the state)
         self.incidents = 0
@@ -120,6 +129,7 @@ class GuardEngine:
         self._last_spike = -2
         self._last_warned: tuple[str, int] | None = None
         self.repeats = 0  # warn-policy incidents not recorded again (same code, next step)
+        self.context: dict[str, Any] = {}  # the training loop's context (annotate)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -139,6 +149,38 @@ class GuardEngine:
             status = "stopped" if self.stopped else "ok"
         self.ended = True
         self.log.end(self.step, status)
+
+    def annotate(self, **fields: Any) -> None:
+        """Tell the guard where the training loop is (``epoch=2, batch=17``, a micro-batch,
+        a rank...). The fields stay until changed (``None`` removes one) and are written as
+        a ``context`` record beside every diagnosis of a step, which the report shows on the
+        incident's card. A callable value is called only when such a record is written (so
+        a costly value, e.g. one that syncs with the device, is computed on incidents only).
+        """
+        for key, value in fields.items():
+            if key in _RESERVED:
+                raise ConfigError(
+                    f"annotate({key}=...): {key!r} is set by the guard; "
+                    f"reserved: {', '.join(sorted(_RESERVED))}"
+                )
+            if value is None:
+                self.context.pop(key, None)
+            else:
+                self.context[key] = value
+
+    def _record_context(self, step: int) -> None:
+        if not self.context:
+            return
+        values = {}
+        for key, value in self.context.items():
+            if callable(value):
+                try:
+                    value = value()
+                except Exception as err:  # context is a courtesy: never break the run
+                    logger.warning("nantrap: context field %r failed: %r", key, err)
+                    continue
+            values[key] = value
+        self.log.emit("context", step=step, rank=self.log.rank, **values)
 
     # -- per step ----------------------------------------------------------------------
 
@@ -346,6 +388,7 @@ class GuardEngine:
         diagnosis = self._ranked(dataclasses.replace(diagnosis, action=decision.action.past))
         self.diagnoses.append(diagnosis)
         self.log.diagnosis(diagnosis)
+        self._record_context(step)
         self.log.action(
             step,
             decision.action,
@@ -401,6 +444,7 @@ class GuardEngine:
         diagnosis = self._ranked(diagnosis)
         self.diagnoses.append(diagnosis)
         self.log.diagnosis(diagnosis)
+        self._record_context(self.step if diagnosis.step is None else diagnosis.step)
 
     def _ranked(self, diagnosis: Diagnosis) -> Diagnosis:
         """In a multi-process run, say which rank saw it."""
@@ -426,6 +470,7 @@ class GuardEngine:
             "ring": self.ring.state_dict(),
             "log": self.log.state_dict(),
             "diagnoses": [d.to_dict() for d in self.diagnoses],
+            "context": {k: v for k, v in self.context.items() if not callable(v)},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -442,3 +487,6 @@ class GuardEngine:
         self.ring.load_state_dict(state["ring"])
         self.log.load_state_dict(state["log"])
         self.diagnoses = [Diagnosis.from_dict(d) for d in state["diagnoses"]]
+        # callables given to annotate (not serializable) stay as they are
+        live = {k: v for k, v in self.context.items() if callable(v)}
+        self.context = {**state.get("context", {}), **live}

@@ -1,8 +1,13 @@
 """The guard's event log: ``log_dir/events.jsonl`` (read by ``nantrap report``) plus a short
 human summary through ``logging.getLogger("nantrap")``.
 
-One JSON object per line, each with ``schema_version`` and ``type`` (run, step, diagnosis,
-action, end); non-finite floats are written as the strings "nan", "inf", "-inf".
+One JSON object per line, each with ``schema_version`` and ``type`` (run, step, context,
+diagnosis, action, end); non-finite floats are written as the strings "nan", "inf", "-inf".
+Every record is also handed to the log's metric sinks (TensorBoard, W&B).
+
+``context`` records (``step``, ``rank`` and the fields of ``GuardEngine.annotate``: epoch,
+batch, micro-batch, the ranks that went bad...) follow the diagnosis record they belong to;
+``nantrap report`` joins them to the incident by step and rank.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from nantrap.findings import SCHEMA_VERSION, Diagnosis
+from nantrap.guard.sinks import Sink
 
 __all__ = ["EVENTS_FILE", "EventLog", "jsonable", "read_events"]
 
@@ -47,9 +53,17 @@ class EventLog:
     keeps the newest ``keep`` of them in ``records``. ``log_dir=None`` keeps them in memory
     only."""
 
-    def __init__(self, log_dir: str | Path | None = None, *, rank: int = 0, keep: int = 10_000):
+    def __init__(
+        self,
+        log_dir: str | Path | None = None,
+        *,
+        rank: int = 0,
+        keep: int = 10_000,
+        sinks: Sequence[Sink] = (),
+    ):
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.rank = rank
+        self.sinks: list[Sink] = list(sinks)
         self.records: deque[dict[str, Any]] = deque(maxlen=keep)
         self.written = 0
         self._file: IO[str] | None = None
@@ -71,6 +85,14 @@ class EventLog:
             self._file.write(json.dumps(record, allow_nan=False) + "\n")
             self._file.flush()
             self.written += 1
+        for sink in list(self.sinks):
+            try:
+                sink.write(record)
+            except Exception as err:  # a metrics backend must not take the run down
+                logger.warning(
+                    "nantrap: %s failed (%r); it gets no more records", type(sink).__name__, err
+                )
+                self.sinks.remove(sink)
         return record
 
     def run(
@@ -178,6 +200,11 @@ class EventLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as err:
+                logger.warning("nantrap: closing %s failed: %r", type(sink).__name__, err)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from nantrap.report.run_log import number
 __all__ = [
     "STATS_COLUMNS",
     "action_text",
+    "context_text",
     "fmt",
     "grouped_actions",
     "origin_text",
@@ -23,6 +24,32 @@ __all__ = [
 
 STATS_COLUMNS = ("tensor", "dtype[shape]", "min", "max", "zeros", "negative", "NaN", "Inf")
 _STATS_KEYS = {"numel", "dtype"}
+
+
+# context fields that are the guard's own or shown elsewhere (DDP origin)
+_CONTEXT_SHOWN_ELSEWHERE = {
+    "type",
+    "schema_version",
+    "step",
+    "rank",
+    "source",
+    "bad_ranks",
+    "origin",
+}
+
+
+def context_text(context: Mapping[str, Any], batch: Any = None, step: Any = None) -> str | None:
+    """The training loop's context of an incident (``guard.annotate``) as
+    ``epoch 2, batch 17, micro batch 1``: epoch and batch first. ``batch`` (e.g. from the
+    evidence) stands in when the context has none and it says more than the ``step``."""
+    fields = {k: v for k, v in context.items() if k not in _CONTEXT_SHOWN_ELSEWHERE}
+    if batch is not None and batch != step:
+        fields.setdefault("batch", batch)
+    order = sorted(fields, key=lambda k: (k != "epoch", k != "batch"))
+    text = ", ".join(
+        f"{k.replace('_', ' ')} {fmt(fields[k])}" for k in order if fields[k] is not None
+    )
+    return text or None
 
 
 def fmt(value: Any) -> str:

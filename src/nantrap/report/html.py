@@ -17,6 +17,7 @@ from nantrap.report import plots
 from nantrap.report._format import (
     STATS_COLUMNS,
     action_text,
+    context_text,
     fmt,
     grouped_actions,
     origin_text,
@@ -131,8 +132,9 @@ def _verdict(log: RunLog) -> str:
         first = incidents[0]
         rank = f" (rank {first.rank})" if log.distributed and first.rank is not None else ""
         lines.append(f"<b>First incident{rank}:</b> {escape(first.diagnosis.headline())}")
-        if first.batch is not None:
-            lines.append(f"<b>Batch:</b> {escape(_batch(first) or '')}")
+        context = context_text(first.context, first.batch, first.step)
+        if context:
+            lines.append(f"<b>Where in the loop:</b> {escape(context)}")
         ranks = sorted({i.rank for i in incidents if i.rank is not None and _own(i)})
         for inc in incidents:
             ranks = sorted(set(ranks) | set(inc.context.get("bad_ranks") or ()))
@@ -250,7 +252,7 @@ def _card(n: int, incident: Incident, roots: tuple[Path, ...], distributed: bool
     loc = diag.location
     where = [f"step {diag.step}" if diag.step is not None else None]
     where.append(f"rank {loc.rank}" if distributed and loc.rank is not None else None)
-    where.append(_batch(incident) if incident.batch != diag.step else None)
+    where.append(context_text(incident.context, incident.batch, diag.step))
     trap = get_trap(diag.code, default=None)
     name = f"{diag.code} {trap.name}" if trap else diag.code
     parts = [
@@ -363,15 +365,6 @@ def _own(incident: Incident) -> bool:
     if "origin" in incident.context:
         return bool(incident.context["origin"])
     return incident.diagnosis.code != "NT903"
-
-
-def _batch(incident: Incident) -> str | None:
-    """``epoch 2, batch 17`` when the loop told which batch it was."""
-    if incident.batch is None:
-        return None
-    epoch = incident.context.get("epoch")
-    prefix = f"epoch {epoch}, " if epoch is not None else ""
-    return f"{prefix}batch {incident.batch}"
 
 
 def _op(neutral: str | None, op: str | None) -> str | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from nantrap.report._format import (
     STATS_COLUMNS,
     action_text,
+    context_text,
     fmt,
     grouped_actions,
     origin_text,
@@ -79,7 +80,7 @@ def _incident(n: int, incident: Incident, roots: tuple[Path, ...], distributed: 
         for x in (
             f"step {diag.step}" if diag.step is not None else "",
             f"rank {loc.rank}" if distributed and loc.rank is not None else "",
-            f"batch {incident.batch}" if incident.batch not in (None, diag.step) else "",
+            context_text(incident.context, incident.batch, diag.step) or "",
         )
         if x
     )

@@ -10,6 +10,12 @@ Two granularities:
   optimizer state and hyper-parameters, schedulers, GradScaler, every RNG) for the
   rollback ring. Restores copy into the existing tensors, so identities (and anything
   holding them: fused optimizers, CUDA graphs, DDP buckets) survive.
+
+:class:`HostCopier` makes the device-to-host copies. CPU tensors are cloned synchronously.
+CUDA tensors are copied into pinned host memory (reused through torch's caching host
+allocator) on a side stream, without a host sync; the guard calls ``fence()`` before
+anything changes the copied tensors (the optimizer update, the next step's buffer backup)
+and ``synchronize()`` before the host copies are read (restore, ``state_dict``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,61 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["StepState", "capture", "capture_rng", "restore", "restore_rng"]
+__all__ = ["HostCopier", "StepState", "capture", "capture_rng", "restore", "restore_rng"]
+
+
+class HostCopier:
+    """Device -> host copies for snapshots (see the module doc). On CPU, ``copy`` is
+    ``t.to("cpu", copy=True)`` and the rest does nothing."""
+
+    def __init__(self) -> None:
+        self._streams: dict[torch.device, Any] = {}  # a side stream per CUDA device
+        self._started: set[torch.device] = set()  # devices with copies since the last seal
+        self._events: list[Any] = []  # recorded after copies, not yet known complete
+        self._unfenced: list[Any] = []  # events the compute stream has not waited on yet
+
+    def copy(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        if not t.is_cuda:
+            return t.to("cpu", copy=True)
+        device = t.device
+        stream = self._streams.get(device)
+        if stream is None:
+            stream = self._streams[device] = torch.cuda.Stream(device)
+        if device not in self._started:
+            # the copies read what the compute stream has queued so far
+            stream.wait_stream(torch.cuda.current_stream(device))
+            self._started.add(device)
+        with torch.cuda.stream(stream):
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t, non_blocking=True)
+        t.record_stream(stream)  # t's memory is not reused before the copy has read it
+        return host
+
+    def seal(self) -> None:
+        """End a batch of copies: record an event per device that had some."""
+        for device in self._started:
+            event = torch.cuda.Event()
+            event.record(self._streams[device])
+            self._events.append(event)
+            self._unfenced.append((device, event))
+        self._started.clear()
+
+    def fence(self) -> None:
+        """Make each device's current stream wait for the copies (no host sync)."""
+        if not self._events:
+            return
+        for device, event in self._unfenced:
+            torch.cuda.current_stream(device).wait_event(event)
+        self._unfenced.clear()
+        self._events = [e for e in self._events if not e.query()]
+
+    def synchronize(self) -> None:
+        """Wait on the host until every copy is done (before host code reads them)."""
+        self.fence()
+        for event in self._events:
+            event.synchronize()
+        self._events.clear()
 
 
 def capture_rng(*, host: bool = True) -> dict[str, Any]:
@@ -84,16 +144,15 @@ class StepState:
         if self.rng is not None:
             restore_rng(self.rng)
 
-    def buffer_dict(self) -> dict[str, torch.Tensor]:
+    def buffer_dict(self, copier: HostCopier | None = None) -> dict[str, torch.Tensor]:
         """The saved buffers as host tensors, by name."""
-        return {
-            n: b.detach().to("cpu", copy=True) for n, b in zip(self.names, self.backup, strict=True)
-        }
+        copier = copier or _SyncCopier()
+        return {n: copier.copy(b) for n, b in zip(self.names, self.backup, strict=True)}
 
 
-def _host(value: Any) -> Any:
+def _host(value: Any, copier: HostCopier) -> Any:
     if isinstance(value, torch.Tensor):
-        return (value.detach().to("cpu", copy=True), value.device)
+        return (copier.copy(value), value.device)
     return copy.deepcopy(value)
 
 
@@ -111,23 +170,28 @@ def capture(
     rng: dict[str, Any] | None = None,
     tracked: Sequence[Any] = (),
     scaler: Any = None,
+    copier: HostCopier | None = None,
 ) -> dict[str, Any]:
     """A host copy of the training state before a step.
 
     ``params``: the optimizer's parameters in a fixed order; ``buffers``: model buffers as
     they were at the start of the step; ``rng``: generator states from the start of the
-    step (default: now); ``tracked``: schedulers and other objects with ``state_dict``.
+    step (default: now); ``tracked``: schedulers and other objects with ``state_dict``;
+    ``copier``: how tensors reach the host (default: synchronous copies). With a
+    :class:`HostCopier`, CUDA copies may still be in flight when this returns: fence /
+    synchronize it as its doc says.
     """
+    copier = copier or _SyncCopier()
     state_of = optimizer.state
     opt_state = []
     for p in params:
         st = state_of.get(p)
-        opt_state.append(None if st is None else {k: _host(v) for k, v in st.items()})
+        opt_state.append(None if st is None else {k: _host(v, copier) for k, v in st.items()})
     groups = [
         {k: copy.deepcopy(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups
     ]
     snap: dict[str, Any] = {
-        "params": [p.detach().to("cpu", copy=True) for p in params],
+        "params": [copier.copy(p) for p in params],
         "buffers": buffers or {},
         "optimizer": opt_state,
         "groups": groups,
@@ -139,7 +203,15 @@ def capture(
             "scale": scaler._scale.detach().clone(),
             "growth": scaler._growth_tracker.detach().clone(),
         }
+    copier.seal()
     return snap
+
+
+class _SyncCopier(HostCopier):
+    """Synchronous copies, CUDA included (the default of :func:`capture`)."""
+
+    def copy(self, t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to("cpu", copy=True)
 
 
 def restore(

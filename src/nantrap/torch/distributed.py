@@ -8,12 +8,11 @@ a few extra elements of each gradient bucket's own all-reduce, whether this rank
 were finite *before* the average; every rank then knows the set of ranks that went bad.
 
 ``guard_ddp`` puts it together: the guard, a ``RankWatch``, a per-rank log folder
-(``log_dir/rank<r>``, so repro bundles of different ranks never collide), and a ``context``
-record after each incident with the ranks whose own gradients, loss or inputs were
-non-finite, and the step (the batch index of the loop).
+(``log_dir/rank<r>``), and the ranks whose own gradients were non-finite as loop context
+(``guard.annotate``) of each diagnosis. The loop adds its batch index with
+``opt.guard.annotate(batch=i)``.
 """
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -96,24 +95,10 @@ def guard_ddp(
     nt.guard(optimizer, model, policy=policy, log_dir=rank_dir, **options)
     guard = optimizer.guard
     guard.rank_watch = watch
-    events = guard.engine.log
-    events.diagnosis = functools.partial(_with_context, events.diagnosis, guard, rank)
-    return optimizer
-
-
-def _with_context(log_diagnosis, guard, rank: int, diagnosis):
-    """Log the diagnosis, then (for incidents) which ranks went bad at that step."""
-    record = log_diagnosis(diagnosis)
-    if diagnosis.incident:
-        watch = getattr(guard, "rank_watch", None)
-        bad = watch.bad_ranks() if watch is not None else []
-        guard.engine.log.emit(
-            "context",
-            step=diagnosis.step,
-            batch=diagnosis.step,
-            rank=rank,
-            bad_ranks=bad,
-            origin=rank in bad,
-            source="ddp",
+    if watch is not None:
+        # evaluated only when a diagnosis is written: the flags' host sync stays off the
+        # clean steps
+        guard.annotate(
+            bad_ranks=watch.bad_ranks, origin=lambda: rank in watch.bad_ranks(), source="ddp"
         )
-    return record
+    return optimizer

@@ -129,6 +129,7 @@ class TorchGuard:
         )
         self.probe = Probe(optimizer)
         self.step_state = _snapshot.StepState(model)
+        self.copier = _snapshot.HostCopier()  # CUDA snapshots: async copies to pinned memory
         self._fresh = False  # the current step's start state has been saved
         self._in_step = False
         self._inputs: list[torch.Tensor] = []  # input sums of this step (device scalars)
@@ -158,6 +159,7 @@ class TorchGuard:
         )
         self.step_state.save(host_rng=True)
         self.engine.take_snapshot(self._capture())
+        self.copier.synchronize()  # user code may change the weights before the first step
         # the "end" record is written on unguard/close, or when the guard is collected
         self._finalizer = weakref.finalize(self, _end_run, self.engine)
 
@@ -206,6 +208,13 @@ class TorchGuard:
             if isinstance(getattr(obj, "_last_lr", None), list):
                 obj._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
+    def annotate(self, **fields: Any) -> None:
+        """Where the training loop is: ``opt.guard.annotate(epoch=e, batch=i)`` before the
+        step. Written beside each diagnosis as a ``context`` record (shown on the report's
+        incident card); fields stay until changed, ``None`` removes one, a callable is
+        evaluated only when a record is written. See :meth:`GuardEngine.annotate`."""
+        self.engine.annotate(**fields)
+
     def observe(self, loss: torch.Tensor | None = None, targets: Any = None) -> None:
         """Give the guard this step's loss (loop form B: spikes and the loss record) and
         targets (written to repro bundles so ``nt.replay`` can recompute the loss).
@@ -240,6 +249,7 @@ class TorchGuard:
     def state_dict(self) -> dict[str, Any]:
         """The guard's own state (history, policy, snapshots, events); the optimizer's is
         ``opt.state_dict()`` as usual."""
+        self.copier.synchronize()  # the snapshots' host copies are complete
         return {
             "engine": self.engine.state_dict(),
             "versions": self._versions,
@@ -296,6 +306,7 @@ class TorchGuard:
     def _begin(self) -> None:
         if not self._fresh:
             self._fresh = True
+            self.copier.fence()  # the last snapshot's copies read the buffer backup
             self.step_state.save(host_rng=self.engine.snapshot_due())
 
     def _on_forward(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
@@ -354,6 +365,7 @@ class TorchGuard:
             self._end_iteration()
 
     def _end_iteration(self) -> None:
+        self.copier.fence()  # no later work of the stream changes what a snapshot copies
         self._fresh = False
         self._inputs.clear()
 
@@ -397,6 +409,7 @@ class TorchGuard:
         non-finite weight is then this update's doing)."""
         every = self.config.ratio_every
         self.probe.before_update(params, sample_ratio=every > 0 and self.engine.step % every == 0)
+        self.copier.fence()  # the update waits for the snapshot's copies of the weights
         self.base_class.step(self.optimizer, **kwargs)
         self.probe.after_update(params)
         self._versions = [p._version for p in params] if clean else None
@@ -574,7 +587,9 @@ class TorchGuard:
         except ImportError:
             return
         args, kwargs = self._last_args
-        path = Path(self.config.log_dir) / f"bundle-step{step}.ntb"
+        engine = self.engine
+        rank = f"rank{engine.log.rank}-" if engine.world_size > 1 else ""
+        path = Path(self.config.log_dir) / f"bundle-{rank}step{step}.ntb"
         rng = {k: v for k, v in (self.step_state.rng or {}).items() if k in ("torch", "cuda")}
         self.step_state.restore_buffers()  # the model as it was before the bad forward
         try:
@@ -602,6 +617,7 @@ class TorchGuard:
         roll back / stop by policy (no skip is possible)."""
         self._begin()
         params = self.probe.params()
+        self.copier.fence()
         loss = self.base_class.step(self.optimizer, closure, **kwargs)
         obs = self.probe.measure(params, loss=loss)
         if obs.params_finite and obs.loss_finite:
@@ -622,13 +638,15 @@ class TorchGuard:
         return _snapshot.capture(
             self.optimizer,
             self.probe.params(),
-            buffers=self.step_state.buffer_dict(),
+            buffers=self.step_state.buffer_dict(self.copier),
             rng=self.step_state.rng,
             tracked=self.tracked,
             scaler=self.scaler,
+            copier=self.copier,
         )
 
     def _restore_snapshot(self, snap: dict[str, Any]) -> None:
+        self.copier.synchronize()  # the snapshot's host copies are complete
         _snapshot.restore(
             snap,
             self.optimizer,
