@@ -127,6 +127,7 @@ def test_a_snapshot_step_adds_no_host_sync_and_restores_bit_exactly():
         snapshot_every=1,
         lr_decay=1.0,
         early_warnings=0,
+        async_snapshots=True,
     )
     plain_model = Net().cuda()
     plain = torch.optim.AdamW(plain_model.parameters(), lr=1e-3, foreach=True)

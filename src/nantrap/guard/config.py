@@ -45,6 +45,9 @@ class GuardConfig:
     tensorboard: a directory for TensorBoard scalars and incident markers (True:
         ``<log_dir>/tb``; needs the tensorboard package); None/False: off.
     wandb: log the same to the active W&B run (``wandb.init()`` before the guard).
+    async_snapshots: CUDA only: copy snapshots to pinned host memory on a side stream
+        instead of synchronous copies (no host stall on snapshot steps). Off until it has
+        been verified on GPU hardware; the CPU path is the same either way.
     """
 
     policy: str = "rollback"
@@ -70,6 +73,7 @@ class GuardConfig:
     min_loss_scale: float = 1.0
     tensorboard: str | bool | None = None
     wandb: bool = False
+    async_snapshots: bool = False
 
     def __post_init__(self) -> None:
         _choice("policy", self.policy, POLICIES)
@@ -90,7 +94,7 @@ class GuardConfig:
             "trace_steps",
         ):
             _integer(name, getattr(self, name), lo=0)
-        for name in ("localize", "bundle", "check_inputs", "wandb"):
+        for name in ("localize", "bundle", "check_inputs", "wandb", "async_snapshots"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"guard option {name}={getattr(self, name)!r}: use True or False")
         if self.log_dir is not None and not isinstance(self.log_dir, str):

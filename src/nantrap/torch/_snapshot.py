@@ -28,7 +28,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["HostCopier", "StepState", "capture", "capture_rng", "restore", "restore_rng"]
+__all__ = [
+    "HostCopier",
+    "StepState",
+    "SyncCopier",
+    "capture",
+    "capture_rng",
+    "restore",
+    "restore_rng",
+]
 
 
 class HostCopier:
@@ -146,7 +154,7 @@ class StepState:
 
     def buffer_dict(self, copier: HostCopier | None = None) -> dict[str, torch.Tensor]:
         """The saved buffers as host tensors, by name."""
-        copier = copier or _SyncCopier()
+        copier = copier or SyncCopier()
         return {n: copier.copy(b) for n, b in zip(self.names, self.backup, strict=True)}
 
 
@@ -181,7 +189,7 @@ def capture(
     :class:`HostCopier`, CUDA copies may still be in flight when this returns: fence /
     synchronize it as its doc says.
     """
-    copier = copier or _SyncCopier()
+    copier = copier or SyncCopier()
     state_of = optimizer.state
     opt_state = []
     for p in params:
@@ -207,7 +215,7 @@ def capture(
     return snap
 
 
-class _SyncCopier(HostCopier):
+class SyncCopier(HostCopier):
     """Synchronous copies, CUDA included (the default of :func:`capture`)."""
 
     def copy(self, t: torch.Tensor) -> torch.Tensor:

@@ -129,7 +129,8 @@ class TorchGuard:
         )
         self.probe = Probe(optimizer)
         self.step_state = _snapshot.StepState(model)
-        self.copier = _snapshot.HostCopier()  # CUDA snapshots: async copies to pinned memory
+        # CUDA snapshots: async copies to pinned memory, once verified on hardware (opt-in)
+        self.copier = _snapshot.HostCopier() if config.async_snapshots else _snapshot.SyncCopier()
         self._fresh = False  # the current step's start state has been saved
         self._in_step = False
         self._inputs: list[torch.Tensor] = []  # input sums of this step (device scalars)
