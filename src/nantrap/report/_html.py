@@ -79,9 +79,11 @@ def table(
     left: tuple = (),
     *,
     row_classes: Sequence[str] = (),
+    row_ids: Sequence[str] = (),
 ) -> str:
     """A table of text cells (escaped); columns in ``left`` align left, non-zero NaN/Inf
-    cells are marked bad; ``row_classes[i]`` (if not empty) is the class of row ``i``."""
+    cells are marked bad; ``row_classes[i]`` / ``row_ids[i]`` (if not empty) are the class
+    and the id (a link target) of row ``i``."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
     for n, row in enumerate(rows):
@@ -95,6 +97,10 @@ def table(
             attr = f" class='{' '.join(cls)}'" if cls else ""
             cells.append(f"<td{attr}>{escape(cell)}</td>")
         mark = row_classes[n] if n < len(row_classes) else ""
-        body.append(f"<tr class='{mark}'>" if mark else "<tr>")
+        ident = row_ids[n] if n < len(row_ids) else ""
+        attrs = (f" id='{escape(ident)}'" if ident else "") + (
+            f" class='{escape(mark)}'" if mark else ""
+        )
+        body.append(f"<tr{attrs}>")
         body.append("".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
