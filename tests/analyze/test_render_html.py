@@ -117,6 +117,11 @@ def test_names_are_escaped_coverage_note_and_self_contained(tmp_path):
     note = page[page.index("id='coverage'") :]
     assert "aten.erfinv.default" in note and "nodes: a&lt;b&gt;" in note
     assert "id='trap-NT902'" in page and "id='trap-NT110'" in page
+    assert "<h2 id='hazards'>Hazards (1 warning, 1 note)</h2>" not in page  # NT902 not a card
+    assert "<h2 id='hazards'>Hazards (1 warning)</h2>" in page
+    assert "id='warnings'" not in page
+    unranged = render_html(analyze_graph(_hostile_graph()))
+    assert "id='warnings'" in unranged and "no range given for input(s) x" in unranged
     out = write_html(result, tmp_path / "analysis.html")
     assert out.read_text(encoding="utf-8") == page
 

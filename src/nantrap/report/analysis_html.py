@@ -30,6 +30,7 @@ a.code{text-decoration:none}a.code:hover{text-decoration:underline}
 .path{font-family:ui-monospace,monospace;font-size:13px;background:#f3f4f6;border-radius:4px;
 padding:4px 10px;margin:6px 0;word-break:break-word}
 .pre{background:#e3f2fd;border-radius:4px;padding:8px 12px;margin:8px 0}
+#warnings{margin:16px 0}#warnings li{font-family:inherit;font-size:14px}
 .layers th{text-align:left}tr.flag td{background:#fff8e1}tr.hazard td{background:#ffebee}
 tr:target td,.card:target{outline:2px solid var(--roll)}
 .explain{background:#fff;border:1px solid var(--line);border-radius:6px;padding:10px 14px;
@@ -96,14 +97,18 @@ def _counts(findings: Iterable[Finding]) -> dict[Severity, int]:
     return {s: sum(f.severity == s for f in found) for s in Severity}
 
 
+_NOUN = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _badge(analysis: Any) -> str:
     counts = _counts(analysis.findings)
-    if counts[Severity.ERROR]:
-        n = counts[Severity.ERROR]
-        return f"<span class='badge error'>{n} error{'s' if n != 1 else ''}</span>"
-    if counts[Severity.WARNING]:
-        n = counts[Severity.WARNING]
-        return f"<span class='badge warning'>{n} warning{'s' if n != 1 else ''}</span>"
+    for sev in (Severity.ERROR, Severity.WARNING):
+        if counts[sev]:
+            return f"<span class='badge {sev}'>{_plural(counts[sev], _NOUN[sev])}</span>"
     return "<span class='badge ok'>clean</span>"
 
 
@@ -140,7 +145,7 @@ def _warnings(warnings: Sequence[str]) -> str:
     if not warnings:
         return ""
     items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
-    return f"<div class='problems'><b>Warnings</b><ul>{items}</ul></div>"
+    return f"<div class='problems' id='warnings'><b>Warnings</b><ul>{items}</ul></div>"
 
 
 def _verdict(analysis: Any) -> str:
@@ -174,7 +179,7 @@ def _cards(findings: list[Finding], rows: Mapping[str, int], roots: tuple[Path, 
     if not findings:
         return ""
     counts = _counts(findings)
-    head = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    head = ", ".join(_plural(n, _NOUN[s]) for s, n in counts.items() if n)
     cards = "".join(_card(n, f, rows, roots) for n, f in enumerate(findings, 1))
     return f"<h2 id='hazards'>Hazards ({escape(head)})</h2>{cards}"
 
