@@ -8,6 +8,7 @@ import pytest
 
 from nantrap.analyze import Graph, Node, analyze_graph
 from nantrap.analyze.render import render_html, write_html
+from nantrap.errors import ConfigError
 from nantrap.report.analysis_html import split_precondition
 from tests.report.browser import open_page
 
@@ -43,6 +44,7 @@ def test_seeded_model_card_path_precondition_and_rows(classifiers):
     page = render_html(bad)
     assert _external(page) == [] and "<script" not in page
     assert "<span class='badge error'>1 error</span>" in page
+    assert "<div class='verdict'><b>First error:</b> NT101 log-of-probability" in page
     assert "<dt>input x</dt><dd>[-1000, 1000]</dd>" in page
     assert "<dt>frontend</dt><dd>torch</dd>" in page and "<dt>dtype</dt><dd>float32</dd>" in page
     cards = _cards(page)
@@ -82,6 +84,8 @@ def test_fixed_twin_is_clean_and_flagged_table_option(classifiers):
     assert "class='hazard'" not in page and "class='flag'" not in page
     assert "id='layers'" not in render_html(fixed, table="flagged")  # no flagged rows
     assert render_html(classifiers[0], table="flagged").count("<tr id='layer-") == 2
+    with pytest.raises(ConfigError, match="choose full, flagged or none"):
+        render_html(fixed, table="some")
 
 
 def _hostile_graph():
@@ -112,6 +116,7 @@ def test_names_are_escaped_coverage_note_and_self_contained(tmp_path):
     assert "Net&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;img src=https://x.test/a.png onerror=alert(1)&gt;&amp;&quot;&#x27;" in page
     (card,) = _cards(page)
+    assert "<div class='verdict warn'><b>First warning:</b> NT110" in page
     assert "card sev-warning" in card and "unproven" in card  # its divisor's range is unknown
     assert "<dd><a href='#layer-2'>d&amp;d</a></dd>" in card
     note = page[page.index("id='coverage'") :]

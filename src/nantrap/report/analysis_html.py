@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nantrap import __version__
+from nantrap.errors import ConfigError
 from nantrap.findings import Finding, Severity
 from nantrap.report._format import fmt, source_context
 from nantrap.report._html import facts, page, table
@@ -30,7 +31,8 @@ a.code{text-decoration:none}a.code:hover{text-decoration:underline}
 .path{font-family:ui-monospace,monospace;font-size:13px;background:#f3f4f6;border-radius:4px;
 padding:4px 10px;margin:6px 0;word-break:break-word}
 .pre{background:#e3f2fd;border-radius:4px;padding:8px 12px;margin:8px 0}
-#warnings{margin:16px 0}#warnings li{font-family:inherit;font-size:14px}
+.verdict.warn{border-color:var(--warn)}#warnings{margin:16px 0}
+#warnings li{font-family:inherit;font-size:14px}
 .layers th{text-align:left}tr.flag td{background:#fff8e1}tr.hazard td{background:#ffebee}
 tr:target td,.card:target{outline:2px solid var(--roll)}
 .explain{background:#fff;border:1px solid var(--line);border-radius:6px;padding:10px 14px;
@@ -65,6 +67,8 @@ def render_analysis_html(
     ``table_rows``: the per-layer table with every row (``full``), only flagged rows
     (``flagged``), or none (``none``).
     """
+    if table_rows not in ("full", "flagged", "none"):
+        raise ConfigError(f"table {table_rows!r}: choose full, flagged or none")
     graph = analysis.graph
     title = f"nantrap analyze — {graph.name}"
     shown = sorted(
@@ -86,8 +90,8 @@ def render_analysis_html(
         _coverage([f for f in analysis.findings if f.code == "NT902"]),
         _layers(analysis, rows),
         _catalog(shown + [f for f in analysis.findings if f.code == "NT902"]),
-        f"<footer>nantrap {escape(__version__)} · nantrap analyze · open the JSON form with "
-        "--format json</footer>",
+        f"<footer>nantrap {escape(__version__)} · nantrap analyze (the same findings as "
+        "--format json)</footer>",
     ]
     return page(title, body, css=_CSS)
 
@@ -167,7 +171,8 @@ def _verdict(analysis: Any) -> str:
     fix, _ = split_precondition(first.fix or "")
     if fix:
         lines.append(f"<b>Fix:</b> {escape(fix)}")
-    return "<div class='verdict'>" + "<br>".join(lines) + "</div>"
+    tone = "" if first.severity == Severity.ERROR else " warn"
+    return f"<div class='verdict{tone}'>" + "<br>".join(lines) + "</div>"
 
 
 def _short(source: str | None) -> str | None:
@@ -307,7 +312,7 @@ def _layers(analysis: Any, rows: Mapping[str, int]) -> str:
         row_ids=[f"layer-{rows[r.node]}" for r in layers],
     )
     caption = (
-        "Sound output interval of every op that depends on a model input (weights fixed). "
+        "Sound output interval of every op that depends on a model input. "
         "Red: an op whose output can be NaN/Inf; yellow: saturated or unbounded outputs."
     )
     return (
