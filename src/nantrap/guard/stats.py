@@ -43,12 +43,8 @@ class TensorStats:
         text = f"{self.dtype}[{shape}]"
         if not math.isnan(self.min):
             text += f" min {self.min:.4g} max {self.max:.4g}"
-        counts = [
-            (self.zeros, "zeros"),
-            (self.negatives, "negative"),
-            (self.nan, "NaN"),
-            (self.inf, "Inf"),
-        ]
+        counts = [(self.zeros, "zeros"), (self.negatives, "negative"), (self.nan, "NaN"),
+                  (self.inf, "Inf")]
         extra = [f"{n} {label}" for n, label in counts if n]
         return text + (", " + ", ".join(extra) if extra else "")
 
