@@ -48,3 +48,28 @@ def test_weight_bound_option():
     assert first["op"] == "linear" and abs(first["range"][1] - 4.5) < 1e-3  # 8 * 0.5 + 0.5
     bad = run_nantrap("analyze", "tests.analyze.cli_models:classifier", "--weights", "-1", cwd=ROOT)
     assert bad.returncode == 2 and "must be > 0" in bad.stderr
+
+
+def test_html_to_file_and_to_stdout(tmp_path):
+    out_file = tmp_path / "analysis.html"
+    out = run_nantrap(
+        "analyze", "tests.analyze.cli_models:classifier", "-i", "x=-1000:1000",
+        "--format", "html", "-o", str(out_file), cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr  # findings: exit code as for text
+    assert out.stdout.strip() == str(out_file)
+    page = out_file.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "id='trap-NT101'" in page
+    assert "<p class='path'>log ← softmax ← linear head ← relu ← linear fc1</p>" in page
+    fixed = run_nantrap(
+        "analyze", "tests.analyze.cli_models:fixed_classifier", "-i", "x=0:1",
+        "--format", "html", "--table", "flagged", cwd=ROOT,
+    )  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.startswith("<!DOCTYPE html>") and "badge ok'>clean" in fixed.stdout
+    missing = tmp_path / "no" / "such" / "a.html"
+    bad = run_nantrap(
+        "analyze", "tests.analyze.cli_models:fixed_classifier", "-i", "x=0:1",
+        "--format", "html", "-o", str(missing), cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "no such folder" in bad.stderr and not missing.exists()

@@ -1,12 +1,15 @@
-"""Text rendering of an :class:`~nantrap.analyze.Analysis` (the CLI prints it)."""
+"""Rendering of an :class:`~nantrap.analyze.Analysis`: text (the CLI prints it) and a
+self-contained HTML page in the run report's style (:func:`render_html`)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from nantrap.findings import Severity
+from nantrap.report.analysis_html import render_analysis_html
 
-__all__ = ["render_text"]
+__all__ = ["render_html", "render_text", "write_html"]
 
 
 def _num(x: float) -> str:
@@ -59,3 +62,17 @@ def render_text(analysis, *, table: str = "full") -> str:
         f"{counts[Severity.INFO]} note(s)"
     )
     return "\n".join(lines)
+
+
+def render_html(analysis, *, table: str = "full") -> str:
+    """The analysis as one self-contained HTML page (no script, no network): header facts,
+    one card per hazard, the coverage note, the per-layer table (``full``/``flagged``/``none``)
+    and the catalog entries the cards link to."""
+    return render_analysis_html(analysis, table_rows=table)
+
+
+def write_html(analysis, path: str | Path, *, table: str = "full") -> Path:
+    """Write :func:`render_html` to ``path`` (UTF-8); returns the path."""
+    out = Path(path)
+    out.write_text(render_html(analysis, table=table), encoding="utf-8")
+    return out

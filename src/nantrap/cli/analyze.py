@@ -33,7 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights", metavar="±B", help="analyze for any weights in [-B, B], not the actual ones"
     )
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "html"),
+        default="text",
+        help="html: one self-contained page (cards, per-layer table), like nantrap report",
+    )
+    parser.add_argument(
+        "--output", "-o", metavar="FILE", help="write to FILE (and print its path), not stdout"
+    )
     parser.add_argument(
         "--table", choices=("full", "flagged", "none"), default="full", help="per-layer table"
     )
@@ -49,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nantrap.analyze import analyze
-    from nantrap.analyze.render import render_text
+    from nantrap.analyze.render import render_html, render_text
 
     ranges = {}
     for item in args.input:
@@ -70,10 +78,28 @@ def run(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"nantrap analyze: warning: {warning}", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps(result.report().to_dict(), indent=2, sort_keys=True))
+        text = json.dumps(result.report().to_dict(), indent=2, sort_keys=True) + "\n"
+    elif args.format == "html":
+        text = render_html(result, table=args.table)
     else:
-        print(render_text(result, table=args.table))
+        text = render_text(result, table=args.table) + "\n"
+    if args.output:
+        print(_write(Path(args.output), text))
+    else:
+        sys.stdout.write(text)
     return 1 if result.problems else 0
+
+
+def _write(path: Path, text: str) -> Path:
+    if path.is_dir():
+        raise ConfigError(f"--output {path}: is a folder; give a file name (e.g. analysis.html)")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--output {path}: no such folder {path.parent}")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--output {path}: cannot write it ({exc.strerror})") from None
+    return path
 
 
 def _weights(text: str) -> float:

@@ -24,53 +24,12 @@ from nantrap.report._format import (
     source_context,
     split_evidence,
 )
+from nantrap.report._html import facts, page
+from nantrap.report._html import table as _table
 from nantrap.report.run_log import Incident, RunLog
 from nantrap.traps import get_trap
 
 __all__ = ["render_html"]
-
-_CSS = """
-:root{--ink:#1d2330;--mute:#5f6b7a;--line:#dde2e8;--bad:#c62828;--warn:#f9a825;--ok:#2e7d32;
---roll:#ef6c00;--bg:#f6f7f9}
-*{box-sizing:border-box}
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);
-background:var(--bg);margin:0}
-main{max-width:1040px;margin:0 auto;padding:24px 20px 60px}
-h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 10px;border-bottom:1px solid
-var(--line);padding-bottom:4px}h3{font-size:16px;margin:0}
-.sub{color:var(--mute);margin:0 0 16px;font-size:13px;word-break:break-all}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;
-color:#fff;vertical-align:middle}
-.ok{background:var(--ok)}.stopped,.unfinished{background:var(--roll)}.error{background:var(--bad)}
-.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:8px;margin:0}
-.facts div{background:#fff;border:1px solid var(--line);border-radius:6px;padding:6px 10px}
-.facts dt{font-size:12px;color:var(--mute)}.facts dd{margin:0;font-weight:600;word-break:break-word}
-.verdict{background:#fff;border-left:4px solid var(--bad);padding:10px 14px;margin:16px 0;
-border-radius:4px}.verdict.clean{border-color:var(--ok)}
-.problems{background:#fff8e1;border:1px solid #ffe082;border-radius:6px;padding:8px 14px}
-.problems li{font-family:ui-monospace,monospace;font-size:13px}
-figure{margin:0;background:#fff;border:1px solid var(--line);border-radius:6px;padding:8px}
-figure svg{max-width:100%;height:auto;display:block}
-figcaption{font-size:13px;color:var(--mute);margin-top:4px}
-.card{background:#fff;border:1px solid var(--line);border-left:5px solid var(--bad);
-border-radius:6px;padding:14px 18px;margin:14px 0}
-.card .code{font-family:ui-monospace,monospace;color:var(--bad);font-weight:700}
-.msg{margin:8px 0 10px;font-size:15px}
-.kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:8px 0;font-size:14px}
-.kv dt{color:var(--mute)}.kv dd{margin:0;font-family:ui-monospace,monospace;word-break:break-all}
-pre{background:#f3f4f6;border-radius:4px;padding:8px 10px;overflow-x:auto;font-size:13px;
-margin:6px 0}
-pre.src span{display:block}pre.src .hit{background:#ffebee;font-weight:600}
-pre.src .n{color:var(--mute);display:inline;user-select:none}
-table{border-collapse:collapse;font-size:13px;margin:6px 0;background:#fff}
-th,td{border:1px solid var(--line);padding:3px 8px;text-align:right}
-th:first-child,td:first-child,td.l{text-align:left}th{background:#f3f4f6}
-td.bad{color:var(--bad);font-weight:700}
-.fix{background:#e8f5e9;border-radius:4px;padding:8px 12px;margin:8px 0}
-.did{background:#fff3e0;border-radius:4px;padding:8px 12px;margin:8px 0}
-details summary{cursor:pointer;color:var(--mute);font-size:13px}
-footer{color:var(--mute);font-size:12px;margin-top:40px}
-"""
 
 
 def render_html(log: RunLog, *, source_roots: Sequence[Path] = ()) -> str:
@@ -94,12 +53,7 @@ def render_html(log: RunLog, *, source_roots: Sequence[Path] = ()) -> str:
         f"<footer>nantrap {escape(__version__)} · read "
         f"{escape(', '.join(p.name for p in log.files) or 'no events file')}</footer>",
     ]
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head>"
-        f"<body><main>{''.join(part for part in body if part)}</main></body></html>\n"
-    )
+    return page(title, body)
 
 
 def _facts(log: RunLog) -> str:
@@ -117,12 +71,7 @@ def _facts(log: RunLog) -> str:
         ("command", " ".join(map(str, log.meta.get("command") or head.get("argv") or [])) or None),
         ("exit code", log.meta.get("exit_code")),
     ]
-    cells = "".join(
-        f"<div><dt>{escape(k)}</dt><dd>{escape(str(v))}</dd></div>"
-        for k, v in items
-        if v is not None
-    )
-    return f"<dl class='facts'>{cells}</dl>"
+    return facts(items)
 
 
 def _verdict(log: RunLog) -> str:
@@ -340,23 +289,6 @@ def _actions(log: RunLog) -> str:
             rows.append([steps, str(rank), text] if log.distributed else [steps, text])
     header = ("steps", "rank", "action") if log.distributed else ("steps", "action")
     return "<h2 id='actions'>Policy actions</h2>" + _table(header, rows, left=(len(header) - 1,))
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], left: tuple = ()) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = []
-        for i, cell in enumerate(row):
-            cls = []
-            if i in left:
-                cls.append("l")
-            if header[i] in ("NaN", "Inf") and cell not in ("0", "—"):
-                cls.append("bad")
-            attr = f" class='{' '.join(cls)}'" if cls else ""
-            cells.append(f"<td{attr}>{escape(cell)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def _own(incident: Incident) -> bool:
