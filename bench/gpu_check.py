@@ -38,12 +38,12 @@ class CNN(nn.Module):
 
 
 class LM(nn.Module):
-    def __init__(self, vocab=1000, d=128, seq=64):
+    def __init__(self, vocab=1000, d=128, seq=64, layers=2, heads=4):
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos = nn.Embedding(seq, d)
-        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.1, batch_first=True)
-        self.enc = nn.TransformerEncoder(layer, 2)
+        layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.1, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, layers)
         self.head = nn.Linear(d, vocab)
         self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(seq))
 
@@ -63,10 +63,13 @@ def workload(name):
         opt_cls, lr = torch.optim.SGD, 0.01
         loss_fn = F.cross_entropy
     else:
-        model = LM()
+        # "lm": the small LM; "gpt": GPT-2-small-sized (12 layers, d 768, seq 256)
+        big = name == "gpt"
+        model = LM(vocab=8000, d=768, seq=256, layers=12, heads=12) if big else LM()
+        vocab, seq = (8000, 256) if big else (1000, 64)
         batches = []
         for _ in range(8):
-            idx = torch.randint(0, 1000, (16, 65), generator=g)
+            idx = torch.randint(0, vocab, (16, seq + 1), generator=g)
             batches.append((idx[:, :-1], idx[:, 1:]))
         opt_cls, lr = torch.optim.AdamW, 1e-3
 
@@ -219,7 +222,7 @@ def main() -> int:
             print(f"| {name} | {v} | {per_step:g} | {', '.join(where[:4])} |")
     print("\n| workload | variant | ms/step (median) | ratio to plain |")
     print("|---|---|---|---|")
-    for name in ("cnn", "lm"):
+    for name in ("cnn", "lm", "gpt") if cuda else ("cnn", "lm"):
         res = timing(
             name,
             ["plain", "plain+item", "guard", "anomaly"],

@@ -156,3 +156,30 @@ def test_state_dict_round_trip(tmp_path):
     assert copy.engine.state_dict() == state
     assert copy.engine.step == t.engine.step and copy.engine.ring.steps == t.engine.ring.steps
     assert copy.engine.diagnoses == t.engine.diagnoses
+
+
+def test_multi_process_diagnoses_carry_the_rank():
+    engine = GuardEngine(
+        GuardConfig(policy="warn"),
+        framework="test",
+        restore=dict,
+        lrs=lambda: [0.1],
+        scale_lr=lambda f: None,
+        rank=3,
+        world_size=4,
+    )
+    engine.act(_incident(5))
+    engine.warn(Diagnosis(code="NT302", message="spike", incident=False))
+    assert [d.location.rank for d in engine.diagnoses] == [3, 3]
+    single = Trainer(policy="warn").engine
+    single.act(_incident(1))
+    assert single.diagnoses[0].location.rank is None
+
+
+def test_bad_input_seen_on_another_rank_is_still_bad_data():
+    from nantrap.guard.incidents import nonfinite_input
+
+    d = nonfinite_input(4, {})
+    assert d.code == "NT401" and "another rank" in d.message
+    engine = Trainer(policy="rollback").engine
+    assert engine.act(d).action is Action.SKIP  # the same decision as on the bad rank

@@ -174,3 +174,63 @@ def test_events_jsonl_records_the_run(tmp_path):
         0.05,
     )
     assert events[-1]["status"] == "ok" and events[-1]["step"] == 5
+
+
+def test_an_untracked_scheduler_still_gets_the_lr_decay():
+    torch.manual_seed(0)
+    model = Net()
+    opt = nt.guard(
+        torch.optim.SGD(model.parameters(), lr=0.1), model, snapshot_every=2, early_warnings=0
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)  # closed form
+    for i, (x, y) in enumerate(DATA[:5]):
+        loop_step(model, opt, x, y, poison=i == 4)
+        sched.step()
+    assert opt.diagnoses[-1].action == "rolled-back"
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)  # LambdaLR recomputes from base
+    assert any(t is sched for t in opt.guard.tracked)
+
+
+def test_warn_records_a_broken_run_once():
+    model, opt = make("warn")
+    for i, (x, y) in enumerate(DATA[:8]):
+        loop_step(model, opt, x, y, poison=i == 2)
+    # step 2's NaN update went through; from step 3 on the weights are NaN: one NT403 that
+    # names the warned update, then repeats that are counted, not logged
+    assert [(d.code, d.step) for d in opt.diagnoses] == [("NT903", 2), ("NT403", 3)]
+    assert "policy 'warn' let through" in opt.diagnoses[1].message
+    assert opt.guard.engine.repeats == 4
+
+
+def test_sampled_early_warning_ranges_go_into_step_records(tmp_path):
+    model, opt = make("skip", log_dir=tmp_path, early_warnings=3, log_every=100)
+    for x, y in DATA[:7]:
+        closure_step(model, opt, x, y)
+    del opt, model  # no unguard: the end record is written when the guard goes away
+    import gc
+
+    gc.collect()
+    events = read_events(tmp_path / "events.jsonl")
+    ranged = [e for e in events if e["type"] == "step" and "ranges" in e]
+    assert [e["step"] for e in ranged] == [0, 3, 6]
+    fc1 = ranged[0]["ranges"]["model.fc1"]
+    assert fc1["min"] < 0 < fc1["max"] and "saturated" in fc1
+    assert events[-1]["type"] == "end" and events[-1]["status"] == "ok"
+
+
+def test_a_scheduler_tracked_late_does_not_break_rollback_to_an_older_snapshot():
+    model, opt = make("rollback", snapshot_every=100)  # only the step-0 snapshot exists
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    opt.guard.track(sched)
+    for i, (x, y) in enumerate(DATA[:3]):
+        closure_step(model, opt, x, y, poison=i == 2)
+        sched.step()
+    assert opt.diagnoses[-1].action == "rolled-back" and opt.guard.step_count == 0
+
+
+def test_a_stopped_guard_still_returns_the_closure_loss():
+    model, opt = make("stop")
+    closure_step(model, opt, *DATA[0], poison=True)
+    assert opt.stopped
+    loss = closure_step(model, opt, *DATA[1])
+    assert loss is not None and torch.isfinite(loss)

@@ -4,6 +4,7 @@ autocast, fp16 GradScaler), gradient clipping, a custom autograd.Function, torch
 import math
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 import nantrap.torch as nt
@@ -134,10 +135,18 @@ def test_gradscaler_scale_collapse_is_a_precision_warning():
         torch.optim.SGD(model.parameters(), lr=0.01), model, scaler=scaler, early_warnings=0
     )
     _scaled_loop(model, opt, scaler, DATA[:6], scale_input=1e6)  # fp16 overflows unscaled
-    warnings = [d for d in opt.diagnoses if d.code == "NT201"]
+    warnings = [d for d in opt.diagnoses if d.code == "NT201" and d.action is None]
     assert len(warnings) == 1 and warnings[0].category is Category.PRECISION
     assert warnings[0].evidence["loss_scale"] < 1.0 and not warnings[0].incident
     assert opt.guard.step_count == 0
+    # the collapse armed tracing: the next skipped step names the op that overflows float16
+    (traced,) = [d for d in opt.diagnoses if d.action == "skipped-by-scaler"]
+    assert (traced.code, traced.category, traced.module) == (
+        "NT201",
+        Category.PRECISION,
+        "model.fc1",
+    )
+    assert "float16" in traced.message and not traced.incident
 
 
 def test_gradscaler_state_is_part_of_the_snapshot():
@@ -254,3 +263,26 @@ def test_compiled_model_detection_and_eager_localization():
     closure_step(compiled, opt, x, y)
     assert opt.diagnoses[-1].code == "NT401"
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_lbfgs_which_calls_the_closure_itself_is_checked_after_its_step():
+    torch.manual_seed(0)
+    model = nn.Linear(6, 1)
+    opt = nt.guard(
+        torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4),
+        model,
+        snapshot_every=1,
+        early_warnings=0,
+    )
+    for i, (x, y) in enumerate(DATA[:4]):
+
+        def closure(x=x, y=y, bad=i == 2):
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y) + (torch.log(torch.zeros(())) if bad else 0.0)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+    d = opt.diagnoses[-1]
+    assert d.step == 2 and d.action == "rolled-back"
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -58,7 +58,7 @@ class GuardConfig:
     ema_beta: float = 0.98
     history: int = 64
     ratio_every: int = 10
-    early_warnings: int = 50
+    early_warnings: int = 100
     localize: bool = True
     bundle: bool = True
     max_bundles: int = 3

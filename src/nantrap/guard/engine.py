@@ -118,6 +118,8 @@ class GuardEngine:
         self._last_restored = -1
         self.ended = False
         self._last_spike = -2
+        self._last_warned: tuple[str, int] | None = None
+        self.repeats = 0  # warn-policy incidents not recorded again (same code, next step)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -221,10 +223,11 @@ class GuardEngine:
     def _check_loss_scale(self, obs: Observation) -> None:
         self.check_loss_scale(obs.loss_scale)
 
-    def check_loss_scale(self, scale: float) -> None:
-        """Watch a GradScaler-style loss scale; NT201 once when it falls below the floor."""
+    def check_loss_scale(self, scale: float) -> bool:
+        """Watch a GradScaler-style loss scale; NT201 once when it falls below the floor.
+        True when this call reported it."""
         if not math.isfinite(scale):
-            return
+            return False
         if self.initial_loss_scale is None:
             self.initial_loss_scale = scale
         if scale < self.config.min_loss_scale and not self._scale_warned:
@@ -237,6 +240,8 @@ class GuardEngine:
                     floor=self.config.min_loss_scale,
                 )
             )
+            return True
+        return False
 
     # -- incidents ---------------------------------------------------------------------
 
@@ -315,6 +320,13 @@ class GuardEngine:
         )
         if update_applied and decision.action is Action.SKIP:
             decision = Decision(Action.WARN, detail="the update was already applied")
+        if decision.action is Action.WARN:
+            # under warn a broken run repeats the same incident every step: record it once
+            repeat = self._last_warned == (diagnosis.code, step - 1)
+            self._last_warned = (diagnosis.code, step)
+            if repeat:
+                self.repeats += 1
+                return decision
         if obs is not None:
             self.record_step(obs)
         lr_before = self.lr()
@@ -331,7 +343,7 @@ class GuardEngine:
             self.stopped = True
         if decision.action is Action.SKIP:
             self.step += 1
-        diagnosis = dataclasses.replace(diagnosis, action=decision.action.past)
+        diagnosis = self._ranked(dataclasses.replace(diagnosis, action=decision.action.past))
         self.diagnoses.append(diagnosis)
         self.log.diagnosis(diagnosis)
         self.log.action(
@@ -386,8 +398,16 @@ class GuardEngine:
 
     def warn(self, diagnosis: Diagnosis) -> None:
         """Record an early warning (not an incident)."""
+        diagnosis = self._ranked(diagnosis)
         self.diagnoses.append(diagnosis)
         self.log.diagnosis(diagnosis)
+
+    def _ranked(self, diagnosis: Diagnosis) -> Diagnosis:
+        """In a multi-process run, say which rank saw it."""
+        if self.world_size == 1 or diagnosis.location.rank is not None:
+            return diagnosis
+        location = dataclasses.replace(diagnosis.location, rank=self.log.rank)
+        return dataclasses.replace(diagnosis, location=location)
 
     # -- state -------------------------------------------------------------------------
 
@@ -396,6 +416,7 @@ class GuardEngine:
             "config": self.config.state_dict(),
             "step": self.step,
             "incidents": self.incidents,
+            "repeats": self.repeats,
             "stopped": self.stopped,
             "initial_loss_scale": self.initial_loss_scale,
             "scale_warned": self._scale_warned,
@@ -411,6 +432,7 @@ class GuardEngine:
         self.config = GuardConfig.from_state_dict(state["config"])
         self.step = int(state["step"])
         self.incidents = int(state["incidents"])
+        self.repeats = int(state.get("repeats", 0))
         self.stopped = bool(state["stopped"])
         self.initial_loss_scale = state["initial_loss_scale"]
         self._scale_warned = bool(state["scale_warned"])

@@ -32,11 +32,13 @@ def _owner(name: str | None) -> str | None:
 
 
 def nonfinite_input(step: int, inputs: Mapping[str, TensorStats]) -> Diagnosis:
-    """NT401: the batch the model received holds NaN/Inf (``inputs``: name -> stats)."""
+    """NT401: the batch the model received holds NaN/Inf (``inputs``: name -> stats; empty
+    when another process of a distributed run received it)."""
     bad = {k: s for k, s in inputs.items() if not s.finite}
+    where = _names(bad) if bad else "on another rank (this rank's batch is finite)"
     return Diagnosis(
         code="NT401",
-        message=f"the model's input at step {step} is non-finite: {_names(bad)}",
+        message=f"the model's input at step {step} is non-finite: {where}",
         location=Location(phase=Phase.DATA, step=step),
         severity=Severity.ERROR,
         evidence={"inputs": _stats_evidence(bad)},
@@ -46,13 +48,14 @@ def nonfinite_input(step: int, inputs: Mapping[str, TensorStats]) -> Diagnosis:
 
 
 def nonfinite_parameter(
-    step: int, params: Mapping[str, TensorStats], *, where: str = "before the step"
+    step: int, params: Mapping[str, TensorStats], *, where: str | None = None
 ) -> Diagnosis:
-    """NT403: parameters or buffers were already non-finite ``where``."""
+    """NT403: parameters or buffers were already non-finite ``where`` (default: before
+    step ``step``)."""
+    where = where or f"before step {step}"
     return Diagnosis(
         code="NT403",
-        message=f"{len(params)} parameter(s)/buffer(s) were non-finite {where} {step}: "
-        f"{_names(params)}",
+        message=f"{len(params)} parameter(s)/buffer(s) were non-finite {where}: {_names(params)}",
         location=Location(phase=Phase.FORWARD, step=step, module=_owner(next(iter(params), None))),
         severity=Severity.ERROR,
         evidence={"parameters": _stats_evidence(params), "where": where},

@@ -190,7 +190,8 @@ def restore(
                     current[key] = _device(value)
     for group, saved in zip(optimizer.param_groups, snap["groups"], strict=True):
         group.update(copy.deepcopy(saved))
-    for obj, state in zip(tracked, snap["tracked"], strict=True):
+    # objects tracked after this snapshot was taken have nothing to go back to
+    for obj, state in zip(tracked, snap["tracked"], strict=False):
         obj.load_state_dict(copy.deepcopy(state))
     if scaler is not None and "scaler" in snap and scaler._scale is not None:
         scaler._scale.copy_(snap["scaler"]["scale"])

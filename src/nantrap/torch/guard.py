@@ -5,14 +5,8 @@
     opt.step(closure)                      # A: closure form, full replay on an incident
     loss.backward(); opt.step()            # B: an existing loop, unchanged
 
-How the optimizer is wrapped: ``guard`` swaps the instance's class for a subclass of its
-own class whose ``step`` runs the guard (see :func:`_guarded_class`). The object the user
-holds stays the same object, so everything keyed on it keeps working: ``isinstance`` checks,
-LR schedulers created before or after, GradScaler's per-optimizer state (keyed by
-``id(optimizer)``), ``param_groups``/``state`` identity, ``state_dict`` (the plain
-optimizer's, loadable without nantrap). A wrapper object would have to forward every
-attribute and would break ``id``-keyed state; a second object sharing ``__dict__`` would
-leave an unguarded twin around. ``unguard(opt)`` restores the original class.
+The optimizer is guarded in place (its class is swapped for a guarded subclass; see
+``_optimizer.py``), so ``guard`` returns the very object it was given.
 
 Per step the guard adds a handful of fused reductions and ONE host sync (see
 ``_detect.py``); snapshots copy state to host every ``snapshot_every`` steps.
@@ -25,6 +19,7 @@ import functools
 import logging
 import math
 import sys
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +36,12 @@ from nantrap.guard.policy import Action, Decision
 from nantrap.guard.stats import TensorStats
 from nantrap.torch import _snapshot
 from nantrap.torch._detect import Probe, input_sum
+from nantrap.torch._optimizer import (
+    guarded_class,
+    guarded_step,
+    route_scheduler_patch,
+    schedulers_of,
+)
 
 __all__ = ["TorchGuard", "guard", "unguard"]
 
@@ -90,69 +91,6 @@ def unguard(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return optimizer
 
 
-# -- the guarded optimizer class --------------------------------------------------------
-
-
-def _guarded_step(self: Any, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
-    return self._nantrap_guard.step(closure, **kwargs)
-
-
-_guarded_step.hooked = True  # type: ignore[attr-defined]  # keep torch from re-wrapping it
-
-
-def _zero_grad(self: Any, set_to_none: bool = True) -> None:
-    self._nantrap_guard.new_iteration()
-    type(self).__mro__[1].zero_grad(self, set_to_none)
-
-
-def _reduce_ex(self: Any, protocol: int) -> Any:
-    """Pickle / deepcopy as the plain optimizer class (the guard is not copied)."""
-    return (_plain_optimizer, (type(self).__mro__[1], self.__getstate__()))
-
-
-def _plain_optimizer(cls: type, state: dict[str, Any]) -> torch.optim.Optimizer:
-    optimizer = cls.__new__(cls)
-    optimizer.__setstate__(state)
-    return optimizer
-
-
-@functools.cache
-def _guarded_class(cls: type) -> type:
-    """``cls`` with the guard's ``step``: same name, ``isinstance(opt, cls)`` stays true."""
-    return type(
-        cls.__name__,
-        (cls,),
-        {
-            "__module__": cls.__module__,
-            "__qualname__": f"{cls.__qualname__}[nantrap-guarded]",
-            "step": _guarded_step,
-            "zero_grad": _zero_grad,
-            "__reduce_ex__": _reduce_ex,
-            "guard": property(lambda self: self._nantrap_guard, doc="The TorchGuard."),
-            "diagnoses": property(
-                lambda self: self._nantrap_guard.diagnoses, doc="The guard's findings."
-            ),
-            "stopped": property(lambda self: self._nantrap_guard.stopped),
-        },
-    )
-
-
-def _route_scheduler_patch(optimizer: torch.optim.Optimizer, target: Callable) -> None:
-    """An LR scheduler replaces ``optimizer.step`` by an instance attribute wrapping the
-    class's step as it was then; point that wrapper at ``target`` (the guarded step, or the
-    plain one again on ``unguard``), keeping the call flag the scheduler checks."""
-    patched = optimizer.__dict__.get("step")
-    if patched is None or not hasattr(patched, "_wrapped_by_lr_sched"):
-        return
-
-    def step(*args: Any, **kwargs: Any) -> Any:
-        optimizer._opt_called = True  # what the scheduler's own wrapper records
-        return target(*args, **kwargs)
-
-    step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
-    optimizer.__dict__["step"] = step
-
-
 # -- the guard ----------------------------------------------------------------------------
 
 
@@ -177,12 +115,15 @@ class TorchGuard:
         for obj in _as_list(scheduler):
             self.track(obj)
         rank, world = _rank_world()
+        # the engine refers back weakly, so that a dropped guard can be collected (and its
+        # run's "end" record written) while the engine outlives it in the finalizer
+        opt_ref = weakref.ref(optimizer)
         self.engine = GuardEngine(
             config,
             framework="torch",
-            restore=self._restore_snapshot,
-            lrs=lambda: [g["lr"] for g in optimizer.param_groups],
-            scale_lr=self.scale_lr,
+            restore=_weak(self._restore_snapshot),
+            lrs=lambda: [g["lr"] for g in opt_ref().param_groups] if opt_ref() else [],
+            scale_lr=_weak(self.scale_lr),
             rank=rank,
             world_size=world,
         )
@@ -192,22 +133,22 @@ class TorchGuard:
         self._in_step = False
         self._inputs: list[torch.Tensor] = []  # input sums of this step (device scalars)
         self._last_args: Any = None  # the model's last training inputs (references)
-        self._versions: list[int] | None = None  # param versions after our last update
+        self._versions: list[int] | None = None  # param versions after our last clean update
+        self._warned_step: int | None = None  # the last update applied despite an incident
         self._pending_loss: torch.Tensor | None = None
         self._targets: Any = None
         self.bundles: list[Path] = []  # repro bundles written so far
         self._trace: Any = None  # ArmedTrace in loop form B
         self._trace_left = 0
-        self._bundles = 0
-        self._last_ranges: dict | None = None
+        self._sampled = False  # early warnings sampled this step: its ranges go on record
         self._warned_stopped = False
         self._hooks = []
         if model is not None:
             self._hooks.append(model.register_forward_pre_hook(self._on_forward, with_kwargs=True))
         self.early = self._make_early_warnings()
         optimizer._nantrap_guard = self
-        optimizer.__class__ = _guarded_class(self.base_class)
-        _route_scheduler_patch(optimizer, functools.partial(_guarded_step, optimizer))
+        optimizer.__class__ = guarded_class(self.base_class)
+        route_scheduler_patch(optimizer, functools.partial(guarded_step, optimizer))
         # fused optimizers let GradScaler skip the unscale; the guard needs unscaled grads
         self._amp_flag = optimizer.__dict__.pop("_step_supports_amp_scaling", None)
         self.engine.start(
@@ -217,6 +158,8 @@ class TorchGuard:
         )
         self.step_state.save(host_rng=True)
         self.engine.take_snapshot(self._capture())
+        # the "end" record is written on unguard/close, or when the guard is collected
+        self._finalizer = weakref.finalize(self, _end_run, self.engine)
 
     # -- public ------------------------------------------------------------------------
 
@@ -243,11 +186,20 @@ class TorchGuard:
         self.tracked.append(obj)
 
     def scale_lr(self, factor: float) -> None:
-        """Multiply the LR of every group, and the base LRs of tracked schedulers."""
+        """Multiply the LR of every group, and the base LRs of its schedulers (tracked ones,
+        and any other scheduler of this optimizer, found when it first matters)."""
         for group in self.optimizer.param_groups:
             for key in _LR_KEYS:
                 if isinstance(group.get(key), (int, float)):
                     group[key] *= factor
+        for obj in schedulers_of(self.optimizer):
+            if not any(obj is t for t in self.tracked):
+                logger.warning(
+                    "nantrap: %s was not given to the guard (scheduler=...): the LR decay is "
+                    "applied to it, but its state is not part of the snapshots",
+                    type(obj).__name__,
+                )
+                self.tracked.append(obj)
         for obj in self.tracked:
             if isinstance(getattr(obj, "base_lrs", None), list):
                 obj.base_lrs = [lr * factor for lr in obj.base_lrs]
@@ -275,14 +227,15 @@ class TorchGuard:
             self.early.close()
             self.early = None
         opt = self.optimizer
-        if type(opt) is _guarded_class(self.base_class):
+        if type(opt) is guarded_class(self.base_class):
             opt.__class__ = self.base_class
-        _route_scheduler_patch(opt, functools.partial(self.base_class.step, opt))
+        route_scheduler_patch(opt, functools.partial(self.base_class.step, opt))
         if self._amp_flag is not None:
             opt._step_supports_amp_scaling = self._amp_flag
         opt.__dict__.pop("_nantrap_guard", None)
         if not self.engine.ended:
             self.engine.end(status)
+        self._finalizer.detach()
 
     def state_dict(self) -> dict[str, Any]:
         """The guard's own state (history, policy, snapshots, events); the optimizer's is
@@ -290,7 +243,7 @@ class TorchGuard:
         return {
             "engine": self.engine.state_dict(),
             "versions": self._versions,
-            "bundles": self._bundles,
+            "bundles": [str(p) for p in self.bundles],
             "early": self.early.state_dict() if self.early is not None else None,
         }
 
@@ -298,7 +251,7 @@ class TorchGuard:
         self.engine.load_state_dict(state["engine"])
         self.config = self.engine.config
         self._versions = state.get("versions")
-        self._bundles = int(state.get("bundles", 0))
+        self.bundles = [Path(p) for p in state.get("bundles", [])]
         if self.early is not None and state.get("early") is not None:
             self.early.load_state_dict(state["early"])
 
@@ -321,6 +274,11 @@ class TorchGuard:
         scale are not."""
         engine = self.engine
         params = self.probe.params()
+        for w in self.early.end_step(engine.step) if self.early is not None else ():
+            engine.warn(w)
+        traced = self._finish_trace(engine.step) if self._trace is not None else None
+        if traced is not None:  # what overflowed in the skipped step: context, not an incident
+            engine.warn(dataclasses.replace(traced, incident=False, action="skipped-by-scaler"))
         obs = self.probe.measure(params, loss=None, inputs=self._inputs, scale=self.scaler._scale)
         problem = engine.classify(dataclasses.replace(obs, grad_norm=0.0))
         if problem is Problem.CORRUPT_STATE:
@@ -328,11 +286,12 @@ class TorchGuard:
             self._after_incident(
                 engine.act(self._explain_corrupt(params, engine.step), state_corrupt=True, obs=obs)
             )
-        elif problem is Problem.BAD_INPUT and (stats := self._bad_inputs()):
+        elif problem is Problem.BAD_INPUT and self._inputs_really_bad():
             self._drop_step()
+            stats = self._bad_inputs()
             self._after_incident(engine.act(nonfinite_input(engine.step, stats), obs=obs))
-        else:
-            engine.check_loss_scale(obs.loss_scale)
+        elif engine.check_loss_scale(obs.loss_scale) and self.config.localize:
+            self._arm_trace()  # the next skipped step shows which op overflows
 
     def _begin(self) -> None:
         if not self._fresh:
@@ -365,8 +324,18 @@ class TorchGuard:
             if not self._warned_stopped:
                 self._warned_stopped = True
                 logger.warning("nantrap: training was stopped; opt.step() no longer updates")
-            self._end_iteration()
-            return None
+            if closure is None:
+                self._end_iteration()
+                return None
+            self._begin()
+            self._in_step = True
+            try:
+                with torch.enable_grad():
+                    return closure()  # the caller still gets a loss; nothing else changes
+            finally:
+                self._in_step = False
+                self._drop_step()
+                self._end_iteration()
         if closure is not None and isinstance(self.optimizer, _OPAQUE):
             return self._closure_step_opaque(closure, **kwargs)
         self._in_step = True
@@ -394,6 +363,7 @@ class TorchGuard:
         params = self.probe.params()
         loss_t = loss if isinstance(loss, torch.Tensor) else None
         self._begin()  # no-op when the forward pre-hook already saved the step's start
+        self._sampled = self.early is not None and self.early.sampling
         for w in self.early.end_step(step) if self.early is not None else ():
             engine.warn(w)
         traced = self._finish_trace(step) if self._trace is not None else None
@@ -404,7 +374,7 @@ class TorchGuard:
             scale=self.scaler._scale if self.scaler is not None else None,
         )
         problem = engine.classify(obs)
-        if problem is Problem.BAD_INPUT and not self._bad_inputs():
+        if problem is Problem.BAD_INPUT and not self._inputs_really_bad():
             # the input sum overflowed, the inputs themselves are finite
             problem = engine.classify(dataclasses.replace(obs, inputs_finite=True))
         if problem is None or isinstance(problem, Spike):
@@ -415,24 +385,23 @@ class TorchGuard:
                 self._drop_step()
                 self._after_incident(decision)
                 return loss
-            self._apply_update(params, obs, kwargs)
+            self._apply_update(params, obs, kwargs, clean=True)
             return loss
         self._incident(problem, obs, params, loss, closure, traced, kwargs)
         return loss
 
-    def _apply_update(self, params: list[torch.Tensor], obs: Observation, kwargs: dict) -> None:
+    def _apply_update(
+        self, params: list[torch.Tensor], obs: Observation, kwargs: dict, *, clean: bool = False
+    ) -> None:
+        """Run the wrapped optimizer's step; ``clean``: the step was judged finite (a later
+        non-finite weight is then this update's doing)."""
         every = self.config.ratio_every
         self.probe.before_update(params, sample_ratio=every > 0 and self.engine.step % every == 0)
         self.base_class.step(self.optimizer, **kwargs)
         self.probe.after_update(params)
-        self._versions = [p._version for p in params]
-        ranges = None
-        if self.early is not None:
-            ranges = getattr(self.early, "ranges", None) or None
-            if ranges is not None and ranges == self._last_ranges:
-                ranges = None
-            elif ranges is not None:
-                self._last_ranges = {k: dict(v) for k, v in ranges.items()}
+        self._versions = [p._version for p in params] if clean else None
+        self._warned_step = None if clean else self.engine.step
+        ranges = self.early.ranges or None if self._sampled and self.early is not None else None
         diverging = self.engine.after_update(obs, ranges=ranges)
         if diverging is not None:
             self._after_incident(self.engine.act(diverging, update_applied=True))
@@ -461,11 +430,12 @@ class TorchGuard:
         state_corrupt = problem is Problem.CORRUPT_STATE
         if problem is Problem.CORRUPT_STATE:
             diagnosis = self._explain_corrupt(params, step)
-        elif problem is Problem.BAD_INPUT and (stats := self._bad_inputs()):
-            diagnosis = nonfinite_input(step, stats)
+        elif problem is Problem.BAD_INPUT:
+            diagnosis = nonfinite_input(step, self._bad_inputs())
         else:
             diagnosis = self._explain_nonfinite(obs, closure, traced, step)
-        if self.config.bundle and self.config.log_dir and self._bundles < self.config.max_bundles:
+        config = self.config
+        if config.bundle and config.log_dir and len(self.bundles) < config.max_bundles:
             self._write_bundle(diagnosis, step)
         if self.config.policy != "warn":
             self._drop_step()
@@ -486,6 +456,13 @@ class TorchGuard:
             if not torch.isfinite(p.detach()).all():
                 bad[names.get(id(p), f"param[{i}]")] = _stats(p)
         ours = self._versions is not None and self._versions == [p._version for p in params]
+        if self._warned_step is not None and not ours:
+            return nonfinite_parameter(
+                step,
+                bad,
+                where=f"after the update of step {self._warned_step}, which "
+                "policy 'warn' let through",
+            )
         if ours:
             return self.engine.explain(
                 what=f"the update of step {step - 1} made {len(bad)} parameter(s) non-finite "
@@ -494,6 +471,12 @@ class TorchGuard:
                 force_divergence=True,
             )
         return nonfinite_parameter(step, bad)
+
+    def _inputs_really_bad(self) -> bool:
+        """The all-reduced input flag said non-finite: confirm it with the exact check (a
+        float32 sum of finite values can overflow). In a distributed run the flag stands:
+        another rank's batch may be the bad one, and every rank must decide alike."""
+        return self.engine.world_size > 1 or bool(self._bad_inputs())
 
     def _bad_inputs(self) -> dict[str, TensorStats]:
         if self._last_args is None:
@@ -609,7 +592,6 @@ class TorchGuard:
         except Exception as err:
             logger.warning("nantrap: could not write the repro bundle: %r", err)
             return
-        self._bundles += 1
         self.bundles.append(path)
         logger.warning("nantrap: repro bundle written to %s", path)
 
@@ -675,6 +657,16 @@ def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _weak(method: Callable) -> Callable:
+    ref = weakref.WeakMethod(method)
+    return lambda *args: ref()(*args)
+
+
+def _end_run(engine: GuardEngine) -> None:
+    if not engine.ended:
+        engine.end()
 
 
 def _rank_world() -> tuple[int, int]:
