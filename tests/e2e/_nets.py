@@ -61,11 +61,15 @@ class TinyLM(nn.Module):
         return self.head(h)
 
 
-def token_batches(n: int, *, seed: int = 2, size: int = 4, seq: int = 12, vocab: int = 32):
+def token_batches(
+    n: int, *, padded=(), seed: int = 2, size: int = 4, seq: int = 12, vocab: int = 32
+) -> list[torch.Tensor]:
+    """``n`` batches of token ids; those whose index is in ``padded`` end in 3 pad tokens (0)."""
     g = torch.Generator().manual_seed(seed)
     out = []
-    for _ in range(n):
+    for i in range(n):
         t = torch.randint(1, vocab, (size, seq), generator=g)
-        t[:, -3:] = 0  # right padding
+        if i in padded:
+            t[:, -3:] = 0  # right padding
         out.append(t)
     return out
