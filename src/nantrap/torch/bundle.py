@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from nantrap.errors import BundleError
+from nantrap.errors import BundleError, ConfigError
 from nantrap.findings import Diagnosis, Finding
 
 __all__ = ["Bundle", "load_bundle", "replay", "save_bundle"]
@@ -143,6 +143,8 @@ def save_bundle(
 def load_bundle(path: str | Path, *, map_location: Any = "cpu") -> Bundle:
     """Read and verify a bundle; BundleError names the file and the broken part."""
     path = Path(path)
+    if path.is_dir():
+        raise BundleError(f"{path}: is a folder; give the bundle file in it (bundle-step*.ntb)")
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle file")
     try:
@@ -192,6 +194,13 @@ def replay(
     """
     from nantrap.torch.localize import localize
 
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"replay(model=...) needs a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise ConfigError(
+            f"replay(loss_fn=...) needs a callable loss_fn(output, *targets), "
+            f"got {type(loss_fn).__name__}"
+        )
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     try:
