@@ -127,3 +127,38 @@ def _nets_path() -> str:
     from tests.e2e import _nets
 
     return _nets.__file__
+
+
+@pytest.mark.parametrize("policy", ["skip", "rollback"])
+@pytest.mark.parametrize("form", ["closure", "loop"])
+def test_a_nan_image_leaves_batchnorm_stats_and_weights_as_they_were(policy, form):
+    """One NaN pixel: BatchNorm's forward already wrote NaN into its running stats; the
+    guard must undo that with the step (bad data: no rollback of good steps either)."""
+    torch.manual_seed(0)
+    model = TinyResNet()
+    opt = nt.guard(
+        torch.optim.AdamW(model.parameters(), lr=1e-3), model, policy=policy, early_warnings=0
+    )
+    for i, (x, y) in enumerate(image_batches(3)):
+        if i == 2:
+            x = x.clone()
+            x[1, 0, 2, 3] = float("nan")
+            before = copy.deepcopy(model.state_dict())
+
+        def closure(x=x, y=y):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        if form == "closure":
+            opt.step(closure)
+        else:
+            closure()
+            opt.step()
+    (d,) = opt.diagnoses
+    assert d.code == "NT401" and d.category.value == "bad-data" and d.step == 2
+    assert "input[0]" in d.message and "1 NaN" in d.message
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert opt.guard.step_count == 3  # the dropped step still counts as an iteration
