@@ -130,6 +130,9 @@ def test_replay_checks_its_arguments_before_running(tmp_path):
         replay(path, model, None)
     with pytest.raises(ConfigError, match=r"needs a torch\.nn\.Module, got str"):
         replay(path, "model", _nll_of_probs)
+    untargeted = save_bundle(tmp_path / "n.ntb", model=model, optimizer=opt, inputs=x)
+    with pytest.raises(BundleError, match=r"n\.ntb: the bundle holds no targets.*targets=y"):
+        replay(untargeted, model, _nll_of_probs)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

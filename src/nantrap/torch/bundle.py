@@ -220,7 +220,16 @@ def replay(
 
     def run_step() -> torch.Tensor:
         out = twin(**inputs) if isinstance(inputs, dict) else twin(*args)
-        loss = loss_fn(out, *extra)
+        try:
+            loss = loss_fn(out, *extra)
+        except TypeError as exc:
+            if extra:
+                raise
+            raise BundleError(
+                f"{bundle.path}: the bundle holds no targets, and loss_fn(output) failed "
+                f"({exc}); let the guard see them (opt.step(targets=y) or "
+                "opt.guard.observe(loss, targets=y)), or pass a loss_fn of the output alone"
+            ) from None
         loss.backward()
         return loss
 
