@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench setup
+.PHONY: demo test lint bench setup browser
 setup: $(VENV)/.installed
+
+# The report's browser test needs Debian's chromium (not on a fresh machine).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 $(VENV)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +20,7 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 demo: setup
 	$(VENV)/bin/nantrap demo
 
-test: setup
+test: setup browser
 	$(PY) -m ruff check src tests bench
 	$(PY) -m ruff format --check src tests bench
 	$(PY) -m pytest -q

@@ -8,10 +8,11 @@ interleaved in rotated order within the same process group:
 - guard_ddp: ``nantrap.torch.distributed.guard_ddp`` (+ the RankWatch comm hook that
   carries each rank's own-gradient flag inside the bucket all-reduce, per-rank folders)
 
-Workload: a small CNN (32x32x3, batch 64 per rank, SGD), one thread per rank. ms/step is
-the median over rounds on rank 0, "best" the fastest round; "x plain" is the median over
-rounds of variant/plain from the same round (cancels drift), "x (best)" the ratio of the
-fastest rounds (least disturbed by other processes on a shared machine).
+Workload: a small CNN (32x32x3, batch 64 per rank, SGD), one thread per rank. On rank 0:
+ms/step is the median wall time over rounds; "x plain" the median over rounds of
+variant/plain from the same round (cancels drift); "best x" the ratio of the fastest rounds
+(least disturbed by other processes on a shared machine); "CPU ms" / "CPU x" the same in
+this process's CPU time (what the guard itself costs, without waiting for other ranks).
 
     python bench/ddp_overhead.py            # ~1 min on 2 CPU cores
     python bench/ddp_overhead.py --rounds 10 --steps 30
@@ -70,14 +71,19 @@ def _setup(variant: str, log_dir: Path):
     return model, opt
 
 
-def _steps(model, opt, batches, n: int) -> float:
-    start = time.perf_counter()
+def _steps(model, opt, batches, n: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) per step."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
         x, y = batches[i % len(batches)]
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    return (time.perf_counter() - start) / n
+    return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+
+
+def _paired(times: list[float], base: list[float]) -> float:
+    return statistics.median(t / b for t, b in zip(times, base, strict=True))
 
 
 def _rank(rank: int, world: int, port: int, args, out: str) -> None:
@@ -95,24 +101,28 @@ def _rank(rank: int, world: int, port: int, args, out: str) -> None:
     runs = {v: _setup(v, Path(out)) for v in VARIANTS}
     for v in VARIANTS:
         _steps(*runs[v], batches, args.warmup)
-    times = {v: [] for v in VARIANTS}
+    wall: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(args.rounds):
         order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]
         for v in order:
             dist.barrier()
-            times[v].append(_steps(*runs[v], batches, args.steps))
+            w, c = _steps(*runs[v], batches, args.steps)
+            wall[v].append(w)
+            cpu[v].append(c)
     if rank == 0:
         print(
             f"DDP on gloo, {world} processes x 1 thread, CNN 32x32x3 batch 64/rank, "
             f"{args.rounds} rounds x {args.steps} steps"
         )
-        print(f"{'variant':<10} {'ms/step':>8} {'best':>8} {'x plain':>8} {'x (best)':>9}")
-        best_plain = min(times["plain"])
+        head = ("variant", "ms/step", "x plain", "best x", "CPU ms", "CPU x")
+        print(f"{head[0]:<10} {head[1]:>8} {head[2]:>8} {head[3]:>7} {head[4]:>8} {head[5]:>6}")
         for v in VARIANTS:
-            ratio = statistics.median(t / p for t, p in zip(times[v], times["plain"], strict=True))
             print(
-                f"{v:<10} {1000 * statistics.median(times[v]):>8.2f} "
-                f"{1000 * min(times[v]):>8.2f} {ratio:>8.3f} {min(times[v]) / best_plain:>9.3f}"
+                f"{v:<10} {1000 * statistics.median(wall[v]):>8.2f} "
+                f"{_paired(wall[v], wall['plain']):>8.3f} "
+                f"{min(wall[v]) / min(wall['plain']):>7.3f} "
+                f"{1000 * statistics.median(cpu[v]):>8.2f} {_paired(cpu[v], cpu['plain']):>6.3f}"
             )
     for _, opt in runs.values():
         guard = getattr(opt, "_nantrap_guard", None)

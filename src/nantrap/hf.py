@@ -4,10 +4,11 @@
 
 At ``on_train_begin`` the Trainer's optimizer (the torch optimizer inside accelerate's
 wrapper) is guarded with ``nantrap.torch.guard`` and its LR scheduler is tracked, so a skip
-or rollback keeps them consistent. A forward hook hands the model output's ``loss`` to the
-guard (loss spikes, the loss curve in the report). The Trainer steps the optimizer itself,
-so the guard runs in loop form B: the first incident is acted on by policy and tracing is
-armed; the next one is localized to the op and source line.
+or rollback keeps them consistent. A forward hook hands the model output's ``loss`` (and
+the ``labels``, for repro bundles) to the guard: loss spikes, the loss curve in the report.
+The Trainer steps the optimizer itself, so the guard runs in loop form B: the first incident
+is acted on by policy and tracing is armed; the next one is localized to the op and source
+line.
 
 ``logging_nan_inf_filter`` (a ``TrainingArguments`` option, on by default): when a step's
 loss is NaN/Inf, the Trainer logs the average of the previous losses instead, so the logs
@@ -76,16 +77,17 @@ class NanTrap(TrainerCallback):
         )
         self.optimizer = opt
         if model is not None:
-            self._hook = model.register_forward_hook(self._on_output)
+            self._hook = model.register_forward_hook(self._on_output, with_kwargs=True)
 
-    def _on_output(self, module, args, output) -> None:
+    def _on_output(self, module, args, kwargs, output) -> None:
         loss = getattr(output, "loss", None)
         if loss is None and isinstance(output, dict):
             loss = output.get("loss")
         if module.training and isinstance(loss, torch.Tensor) and loss.numel() == 1:
             guard = getattr(self.optimizer, "_nantrap_guard", None)
             if guard is not None:
-                guard.observe_loss(loss.detach())
+                # the labels go into repro bundles, so nt.replay can recompute the loss
+                guard.observe(loss=loss.detach(), targets=kwargs.get("labels"))
 
     def on_step_end(self, args, state, control, **kwargs):
         guard = getattr(self.optimizer, "_nantrap_guard", None)

@@ -13,6 +13,11 @@ from nantrap.analyze import analyze  # noqa: E402
 from tests.analyze.models import torch_models as M  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
 def export(model, inputs, path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -69,3 +69,30 @@ def test_tf_function_sqrt_of_negative():
 
 
 import keras  # noqa: E402
+
+
+def test_keras_and_tf1_onnx_exports_via_tf2onnx():
+    tf2onnx = pytest.importorskip("tf2onnx")
+    model = T.keras_cnn("log")
+    fn = tf.function(lambda x: model(x, training=False))
+    spec = (tf.TensorSpec((1, 12, 12, 3), tf.float32, name="image"),)
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
+    res = analyze(proto, input_ranges={"image": "-100:100"})
+    assert res.graph.framework == "onnx" and "NT101" in {f.code for f in res.problems}
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(T.seed_graph("log"), name="")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run([op for op in graph.get_operations() if op.type == "AssignVariableOp"])
+            frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
+                sess, graph.as_graph_def(), ["Mean"]
+            )
+    proto, _ = tf2onnx.convert.from_graph_def(
+        frozen, input_names=["x:0", "y_:0"], output_names=["Mean:0"], opset=17
+    )
+    res = analyze(proto, input_ranges={"x:0": "0:1", "y_:0": "0:1"})
+    (f,) = res.by_code("NT101")
+    assert f.evidence["path"][:2] == ["log", "softmax"]
+    assert res.layer("Softmax:0").lo > 0  # logit spread ~60 < 103: finite for these weights
+    assert f.severity.value == "warning"

@@ -51,6 +51,7 @@ def test_div_by_norm_plus_eps_is_safe_and_by_norm_is_not():
     assert analyze_graph(ok, input_ranges={"x": "-1:1"}).problems == []
     (f,) = analyze_graph(bad, input_ranges={"x": "-1:1"}).by_code("NT110")
     assert f.evidence["input_range"][0] == 0.0
+    assert f.severity.value == "warning"  # a norm of [-1, 1] values is 0 only if all are 0
 
 
 def test_sqrt_negative_and_gradient_at_zero():
@@ -108,3 +109,24 @@ def test_default_input_range_warns():
     res = analyze_graph(g)
     assert "no range given for input(s) x" in res.warnings[0]
     assert res.report().to_dict()["meta"]["layers"][0]["op"] == "exp"
+
+
+def test_hazards_behind_an_unsupported_op_are_unproven_warnings():
+    g = _graph(("a", None, ("x",), {}), ("d", "div", ("x", "a"), {}))
+    (f,) = analyze_graph(g, input_ranges={"x": "1:2"}).by_code("NT110")
+    assert f.severity.value == "warning" and f.evidence["depends_on_unsupported"] == ["a"]
+    assert "unproven" in f.message
+
+
+def test_report_round_trips_through_json():
+    import json
+
+    from nantrap.findings import Report
+
+    g = _graph(("sm", "softmax", ("x",), {"dim": -1}), ("lg", "log", ("sm",), {}))
+    report = analyze_graph(g, input_ranges={"x": "-200:200"}).report()
+    data = json.loads(json.dumps(report.to_dict()))
+    back = Report.from_dict(data)
+    assert [f.code for f in back.findings] == [f.code for f in report.findings]
+    assert data["meta"]["layers"][-1]["range"] == ["-inf", 0.0]
+    assert back.findings[-1].evidence["output_range"] == ["-inf", 0.0]

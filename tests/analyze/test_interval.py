@@ -53,5 +53,8 @@ def test_round_out_is_float_format_aware():
     assert round_out(Interval(1e-50, 1.0), f32).lo == 0.0  # exp underflow to 0
     assert round_out(Interval(0.0, 70000.0), f16).hi == math.inf  # past float16 max
     assert round_out(Interval(0.0, 65504.0), f16).hi == 65504.0
+    assert round_out(Interval(0.0, 65519.0), f16).hi == 65504.0  # rounds to nearest: max
+    assert round_out(Interval(0.0, 65520.0), f16).hi == math.inf  # half an ulp past max
+    assert round_out(Interval(-f32.max - 50.0, 0.0), f32).lo == -f32.max  # finfo.min + x
     x = Interval(0.1, 0.3)
     assert x in round_out(x, f16, ulps=2)

@@ -36,3 +36,15 @@ def test_bad_arguments_are_usage_errors():
     assert out.returncode == 2 and "write NAME=LO:HI" in out.stderr
     out = run_nantrap("analyze", "nope.onnx", cwd=ROOT)
     assert out.returncode == 2 and "no such model file" in out.stderr
+
+
+def test_weight_bound_option():
+    out = run_nantrap(
+        "analyze", "tests.analyze.cli_models:fixed_classifier", "-i", "x=0:1",
+        "--weights", "±0.5", "--format", "json", "--no-preconditions", cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    first = json.loads(out.stdout)["meta"]["layers"][0]
+    assert first["op"] == "linear" and abs(first["range"][1] - 4.5) < 1e-3  # 8 * 0.5 + 0.5
+    bad = run_nantrap("analyze", "tests.analyze.cli_models:classifier", "--weights", "-1", cwd=ROOT)
+    assert bad.returncode == 2 and "must be > 0" in bad.stderr

@@ -75,3 +75,15 @@ def test_ratio_estimate_when_the_gradient_is_not_growing():
     d = diagnose_divergence(history, step=6, lr=2.0)
     assert d is not None and d.evidence["signals"] == ["update_ratio"]
     assert d.evidence["suggested_lr"] == pytest.approx(2.0 * 1e-2 / 0.5)
+
+
+def test_an_explosion_past_the_linear_regime_suggests_a_tenth_not_a_ten_thousandth():
+    history = History()
+    for step, g in enumerate((0.6, 0.5, 4e4, 1.5e14)):  # x6e4 per step at the end
+        history.observe(step, loss=float(g), grad_norm=g, param_norm=5.0 * 10**step, lr=6.0)
+        history.observe_ratio(step, 0.7)
+    d = diagnose_divergence(history, step=4, lr=6.0)
+    assert d is not None
+    assert d.evidence["suggested_lr"] == pytest.approx(0.6)
+    assert d.evidence["lr_too_high_factor"] == pytest.approx(10.0)
+    assert "past the linear regime" in d.fix

@@ -222,3 +222,25 @@ def test_spike_is_gated_in_graph_with_on_spike_skip():
     (d,) = [d for d in trap.diagnoses if d.code == "NT302"]
     assert d.step == 25 and d.action == "skipped"
     assert int(model.optimizer.iterations.numpy()) == 31
+
+
+def test_mixed_precision_loss_scale_overflows_are_not_incidents():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
+        )
+        opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=2.0**40)
+        model.compile(
+            optimizer=opt,
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            jit_compile=False,
+        )
+        x, y = data()
+        trap = NanTrap(policy="raise")
+        hist = model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[trap])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert not trap.diagnoses and trap.guard.scale_skips > 0  # fp16 overflows, handled by LSO
+    assert float(opt.dynamic_scale.numpy()) < 2.0**40 and math.isfinite(hist.history["loss"][-1])

@@ -118,3 +118,19 @@ def test_functions_and_xla_run_op_by_op_inside_the_trace():
         step(x)
     assert "Log" in [e.op for e in tr.events]
     assert not tf.config.functions_run_eagerly()
+
+
+def test_nan_weight_is_a_parameter_leaf_and_diagnosed_as_nt403():
+    from nantrap.tf.localize import localize
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
+    model.compile(optimizer="sgd", loss="mse")
+    kernel = model.get_layer("fc").kernel
+    value = kernel.numpy()
+    value[1, 2] = np.nan
+    kernel.assign(value)
+    x, y = tf.ones((2, 4)), tf.zeros((2, 3))
+    d = localize(lambda: model.train_step((x, y)), model, inputs=(x, y), step=3)
+    assert (d.code, d.module, d.step) == ("NT403", "fc", 3)
+    assert d.evidence["tensor"].endswith("fc/kernel") and d.evidence["stats"]["nan"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -139,3 +140,23 @@ def test_close_removes_every_patch(tmp_path):
     assert "step" not in opt.__dict__ and "zero_grad" not in opt.__dict__
     later = torch.optim.SGD(Net().parameters(), lr=0.1)
     assert "step" not in later.__dict__
+
+
+def test_grad_scaler_is_handed_over_and_the_loss_unscaled(tmp_path):
+    with AutoGuard(log_dir=tmp_path, options={"log_every": 1}) as auto:
+        model = Net()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        x = torch.ones(8, 4)
+        losses = []
+        for _ in range(2):
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), torch.zeros(8, 1))
+            losses.append(loss.item())
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        assert opt.guard.scaler is scaler
+    auto.close("ok")
+    logged = [s["loss"] for s in load_run(tmp_path).steps]
+    assert logged == pytest.approx(losses, rel=1e-6)  # not 1024x the loss

@@ -11,6 +11,7 @@ import socket
 import pytest
 
 from nantrap.report.html import render_html
+from nantrap.report.markdown import render_markdown
 from nantrap.report.run_log import load_run
 from tests.torch.ddp_worker import FAULT_STEP, run_rank
 
@@ -68,3 +69,8 @@ def test_one_bad_rank_same_decision_everywhere(world, fault_rank, tmp_path):
     page = render_html(load_run(tmp_path / "skip"))
     assert f"<b>Rank(s) that went bad:</b> {fault_rank}<" in page
     assert "NT401" in page  # the bad rank's own diagnosis: a non-finite input
+    text = render_markdown(load_run(tmp_path / "rollback"))
+    assert f"**Rank(s) that went bad:** {fault_rank}\n" in text
+    assert f"**First incident (rank {fault_rank}):** step {FAULT_STEP}" in text
+    assert "- **origin**: this rank's own gradients were non-finite" in text
+    assert f"(rank {fault_rank}): rolled back to step 0" in text

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nantrap.analyze._findings import Layer, findings, layers
 from nantrap.analyze._interpreter import Run, interpret
 from nantrap.analyze.interval import Interval
@@ -97,10 +99,10 @@ def parse_range(text: Any) -> Interval:
     if isinstance(text, (tuple, list)) and len(text) == 2:
         lo, hi = (float(v) for v in text)
     else:
-        s = str(text).strip().replace("inf", "inf")
+        s = str(text).strip()
         try:
-            if s.startswith(("±", "+-")):
-                b = float(s.lstrip("±+-"))
+            if s.startswith(("±", "+-", "+/-")):
+                b = float(s.removeprefix("±").removeprefix("+/-").removeprefix("+-"))
                 lo, hi = -b, b
             else:
                 a, _, b = s.partition(":")
@@ -153,9 +155,11 @@ def load_graph(model: Any, example_inputs: Any = None, **kw: Any) -> Graph:
 
 
 def _is_torch(model: Any) -> bool:
-    import torch
-
-    return isinstance(model, (torch.nn.Module, torch.export.ExportedProgram))
+    """An nn.Module or ExportedProgram, told by its classes (torch is imported at the edge)."""
+    return any(
+        c.__module__.startswith("torch") and c.__name__ in ("Module", "ExportedProgram")
+        for c in type(model).__mro__
+    )
 
 
 def _is_tf(model: Any) -> bool:
@@ -217,7 +221,8 @@ def analyze_graph(
             "--input NAME=LO:HI"
         )
     if preconditions:
-        found = [_with_precondition(graph, ranges, weights, f) for f in found]
+        deadline = time.perf_counter() + _PRECONDITION_BUDGET_S  # shared by all findings
+        found = [_with_precondition(graph, ranges, weights, f, deadline) for f in found]
     used = {n.name: run.intervals[n.name] for n in graph.inputs}
     return Analysis(
         graph,
@@ -246,58 +251,82 @@ def _resolve_ranges(graph: Graph, given: Mapping[str, Any]) -> dict[str, Interva
     return out
 
 
-_PRECONDITION_BUDGET_S = 2.0
+_PRECONDITION_BUDGET_S = 3.0  # seconds for all findings of one analysis
 
 
 def _with_precondition(
-    graph: Graph, ranges: dict[str, Interval], weights: float | None, finding: Finding
+    graph: Graph,
+    ranges: dict[str, Interval],
+    weights: float | None,
+    finding: Finding,
+    deadline: float,
 ) -> Finding:
     """RANUM's precondition, in user terms: the widest input box (each range shrunk toward
-    its point nearest 0) for which this op's hazard disappears."""
+    its point nearest 0), and the largest weight bound ±B, for which this op's hazard
+    disappears."""
     if (
         finding.severity != Severity.ERROR
         or finding.location.node is None
-        or not ranges
         or finding.location.phase is None
         or finding.location.phase.value != "forward"
         or len(graph.nodes) > 3000
+        or time.perf_counter() > deadline
     ):
         return finding
-    node = finding.location.node
     from nantrap.analyze._interpreter import ancestors
 
+    node = finding.location.node
     upstream = set(ancestors(graph, node))
     fixed = {k: v for k, v in ranges.items() if k not in upstream}
-    ranges = {k: v for k, v in ranges.items() if k in upstream}
-    if not ranges:
-        return finding
+    moving = {k: v for k, v in ranges.items() if k in upstream and v.is_finite}
 
-    def safe(t: float) -> bool:
-        shrunk = {**fixed, **{k: _shrink(v, t) for k, v in ranges.items()}}
-        run: Run = interpret(graph, shrunk, weight_bound=weights)
+    def safe(input_scale: float, bound: float | None) -> bool:
+        shrunk = {**ranges, **{k: _shrink(v, input_scale) for k, v in moving.items()}}
+        run: Run = interpret(graph, {**shrunk, **fixed}, weight_bound=bound)
         return not any(h.nonfinite and not h.grad for h in run.hazards.get(node, ()))
 
-    deadline = time.perf_counter() + _PRECONDITION_BUDGET_S
-    if not all(r.is_finite for r in ranges.values()) or not safe(1e-6):
-        note = (
-            " No input range removes it: the hazard comes from the weights or the "
-            "design (change the layer, not the data)."
+    notes, evidence = [], {}
+    t = _largest(lambda s: safe(s, weights), deadline) if moving else None
+    if t is not None:
+        box = {k: _shrink(v, t).to_list() for k, v in moving.items()}
+        evidence["safe_inputs"] = box
+        text = ", ".join(f"{k} in [{a:.4g}, {b:.4g}]" for k, (a, b) in box.items())
+        notes.append(f" Safe (for these weights) while {text}.")
+    params = [n for n in upstream if graph.node(n).kind == "param" and n in graph.values]
+    biggest = max((float(np.max(np.abs(graph.values[n]))) for n in params), default=0.0)
+    if weights is None and biggest > 0:
+        w = _largest(lambda s: safe(1.0, s * biggest), deadline)
+        if w is not None:
+            evidence["safe_weight_bound"] = w * biggest
+            notes.append(
+                f" For the given input ranges it is safe for any weights within "
+                f"±{w * biggest:.3g} (now max |w| = {biggest:.3g})."
+            )
+    if not notes:
+        notes.append(
+            " No input range or weight bound removes it: it comes from the design "
+            "(change the layer, not the data)."
         )
-        return _amend(finding, note, None)
+    return _amend(finding, "".join(notes), evidence)
+
+
+def _largest(safe, deadline: float) -> float | None:
+    """The largest t in (0, 1] with ``safe(t)`` (bisection), or None if even t ~ 0 fails."""
+    if safe(1.0):
+        return 1.0
+    if not safe(1e-6):
+        return None
     lo, hi = 1e-6, 1.0
-    while hi - lo > 1e-3 and time.perf_counter() < deadline:
+    while hi - lo > 1e-3 * hi and time.perf_counter() < deadline:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if safe(mid) else (lo, mid)
-    box = {k: _shrink(v, lo).to_list() for k, v in ranges.items()}
-    text = ", ".join(f"{k} in [{a:.4g}, {b:.4g}]" for k, (a, b) in box.items())
-    return _amend(finding, f" Safe (for these weights) while {text}.", box)
+    return lo
 
 
-def _amend(finding: Finding, note: str, box) -> Finding:
+def _amend(finding: Finding, note: str, extra: dict) -> Finding:
     from dataclasses import replace
 
-    evidence = dict(finding.evidence)
-    evidence["safe_inputs"] = box
+    evidence = {**finding.evidence, **extra}
     fix = (finding.fix or "").rstrip()
     fix = fix + ("" if fix.endswith(".") else ".") + note
     return replace(finding, fix=fix, evidence=evidence)

@@ -221,6 +221,16 @@ def _from_hazard(view: _View, node: Node, hazard: Hazard) -> Finding | None:
     severity = hazard.severity or (Severity.WARNING if hazard.grad else trap.severity)
     where = f"{node.neutral or node.op} ({node.name}{', ' + node.module if node.module else ''})"
     text = f"{where}: {hazard.message}; path {' ← '.join(path)}"
+    if code == "NT110" and producer is not None and producer.neutral == "norm":
+        inner = run.intervals[producer.inputs[0]] if producer.inputs[0] else Interval(0, 0)
+        if inner.lo < 0 < inner.hi:  # zero only if every element is exactly 0 at once
+            severity = Severity.WARNING
+            text += "; the norm is 0 only when the whole vector is 0"
+    unknown = sorted(run.tainted.get(arg_name, ())) if arg_name else []
+    if unknown:  # the range is the unknown one of an op we could not follow: not proven
+        evidence["depends_on_unsupported"] = unknown
+        severity = Severity.WARNING if severity == Severity.ERROR else severity
+        text += f"; unproven: the input's range depends on unsupported {', '.join(unknown[:3])}"
     if hazard.grad:
         shown = ", ".join(evidence["parameters"][:4])
         more = len(evidence["parameters"]) - 4

@@ -7,6 +7,7 @@ collected (all of them) into ``Run.unsupported``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from nantrap.analyze import _relations as relations
 from nantrap.analyze.interval import Interval
 from nantrap.analyze.ir import Graph, Node
 from nantrap.analyze.transfer import Ctx, Hazard, apply, get_transfer
@@ -24,6 +26,8 @@ from nantrap.ops import get_op
 
 # ops whose const inputs are folded to a const output (weights scaled, masks built)
 _FOLD_KINDS = ("elementwise", "binary", "activation")
+# ops whose reference stands in for a family (compare: eq/lt/..., round: floor/ceil/...)
+_NO_FOLD = ("compare", "round", "cast")
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Run:
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     unsupported: dict[str, str] = field(default_factory=dict)  # node -> reason
     constant: set[str] = field(default_factory=set)  # op nodes whose value is known (weights)
+    tainted: dict[str, set[str]] = field(default_factory=dict)  # node -> unsupported upstream
     defaulted_inputs: list[str] = field(default_factory=list)
 
 
@@ -55,11 +60,9 @@ def dtype_range(dtype: str | None) -> Interval:
     if dtype and "bool" in dtype:
         return Interval(0.0, 1.0)
     if dtype:
-        try:
+        with contextlib.suppress(TypeError):  # not an integer dtype either
             info = np.iinfo(np.dtype(dtype.replace("torch.", "")))
             return Interval(float(info.min), float(info.max))
-        except TypeError:
-            pass
     return Interval.unknown()
 
 
@@ -102,6 +105,12 @@ def interpret(
             continue
         _step(graph, index, node, run, consts, strict)
     run.constant = {n for n in consts if index[n].kind == "op"}
+    for node in graph.nodes:  # which values depend on an op we could not follow
+        up = set().union(*(run.tainted.get(i, set()) for i in node.inputs if i is not None))
+        if node.name in run.unsupported:
+            up = up | {node.name}
+        if up:
+            run.tainted[node.name] = up
     if strict and run.unsupported:
         raise UnsupportedOpError(unsupported_message(graph, run.unsupported))
     return run
@@ -134,6 +143,11 @@ def _step(graph: Graph, index: dict, node: Node, run: Run, consts: dict, strict:
     attrs["_op"] = node.op
     if node.neutral == "mul" and len(node.inputs) == 2 and node.inputs[0] == node.inputs[1]:
         attrs["same_input"] = True
+    extreme = relations.own_extreme(index, node)
+    if extreme is not None:
+        attrs["own_extreme"] = extreme[0]
+    if relations.sum_at_least_one(index, node, run.facts):
+        attrs["at_least"] = 1.0
     ctx = Ctx(
         dtype_format(node.dtype),
         attrs=attrs,
@@ -156,7 +170,10 @@ def _step(graph: Graph, index: dict, node: Node, run: Run, consts: dict, strict:
         out = out & dtype_range(node.dtype) or out
     run.intervals[node.name] = out
     run.hazards[node.name] = ctx.hazards
-    run.facts[node.name] = dict(ctx.out_facts) or _carried_facts(node, run, index)
+    run.facts[node.name] = {
+        **(dict(ctx.out_facts) or _carried_facts(node, run, index)),
+        **relations.facts_after(index, node, run.facts),
+    }
     _fold(node, ctx, consts, entry)
 
 
@@ -193,14 +210,15 @@ def _fold(node: Node, ctx: Ctx, consts: dict, entry) -> None:
     if node.neutral == "reshape":
         _fold_reshape(node, consts)
         return
-    if get_op(node.neutral).kind.value not in _FOLD_KINDS:
+    if get_op(node.neutral).kind.value not in _FOLD_KINDS or node.neutral in _NO_FOLD:
         return
     values = [consts.get(i) for i in node.inputs if i is not None]
     if not values or any(v is None for v in values) or sum(v.size for v in values) > 1 << 22:
         return
     try:
         with np.errstate(all="ignore"):
-            out = np.asarray(entry.ref(*values), dtype=np.float64)
+            alpha = {"alpha": node.attrs["alpha"]} if "alpha" in node.attrs else {}
+            out = np.asarray(entry.ref(*values, **alpha), dtype=np.float64)
     except Exception:
         return
     if node.shape is not None and out.shape != node.shape:
@@ -252,7 +270,3 @@ def ancestors(graph: Graph, name: str) -> list[str]:
                 order.append(i)
                 stack.append(i)
     return order
-
-
-def isfinite_interval(x: Interval) -> bool:
-    return math.isfinite(x.lo) and math.isfinite(x.hi)

@@ -69,9 +69,10 @@ class Interval:
             arr = arr.astype(np.float64)
         if arr.size == 0 or (arr.dtype.kind == "f" and np.isnan(arr).all()):
             return cls.unknown()
-        if arr.dtype.kind == "f":
-            return cls(float(np.nanmin(arr)), float(np.nanmax(arr)))
-        return cls(float(arr.min()), float(arr.max()))
+        lo, hi = float(arr.min()), float(arr.max())
+        if math.isnan(lo) or math.isnan(hi):
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        return cls(lo, hi)
 
     def __contains__(self, x: object) -> bool:
         if isinstance(x, Interval):
@@ -195,7 +196,7 @@ def _round(x: float, fmt: FloatFormat, up: bool, ulps: int) -> float:
         if math.isinf(y):
             break
         y = y + ulp(y if up else y - fmt.smallest_subnormal, fmt) * (1 if up else -1)
-    if abs(x) > fmt.max:  # the exact value is past the format's max: it overflows
+    if abs(x) >= fmt.max + ulp(fmt.max, fmt) / 2:  # rounds past max (round-to-nearest)
         return INF if x > 0 else -INF
     # NB: the kernel's last-place error is not allowed to carry a representable result
     # past max (that would flag every op whose range touches max as an overflow)

@@ -78,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _weights(text: str) -> float:
     try:
-        value = float(text.strip().lstrip("±").lstrip("+-"))
+        body = text.strip()
+        for prefix in ("±", "+/-", "+-"):
+            body = body.removeprefix(prefix)
+        value = float(body)
     except ValueError:
         raise ConfigError(
             f"--weights {text!r}: write a bound B (or ±B), e.g. --weights 0.5"

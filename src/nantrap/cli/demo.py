@@ -33,4 +33,6 @@ def run(args: argparse.Namespace) -> int:
         extra = "tf" if args.framework == "tf" else "torch"
         print(f"nantrap demo: needs {exc.name or extra} (pip install 'nantrap[{extra}]')")
         return 2
+    if args.framework == "tf":
+        return run_demo()
     return run_demo(log_dir=args.log_dir)

@@ -5,7 +5,10 @@ multiplies the error by ``|1 - lr*h|`` each step, so a gradient norm growing by 
 ``1 + rho`` per step means ``lr*h = 2 + rho`` (the iteration is unstable once
 ``lr*h > 2``); ``lr / (2 + rho)`` puts ``lr*h`` at 1, the fastest stable step. Without a
 growing gradient, ``lr * 1e-2 / ratio`` brings the update-to-weight ratio down to the top of
-its healthy range (1e-3..1e-2). Either is capped at ``lr * lr_decay``.
+its healthy range (1e-3..1e-2). Either is capped at ``lr * lr_decay``. A gradient norm
+growing more than ``1 + LINEAR_REGIME`` times per step (one step blowing up by 1e4, say) is
+no longer a quadratic bowl, and ``2 + rho`` would overstate the excess by orders of
+magnitude: the suggestion is then a plain tenth of the LR.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 from nantrap.findings import Diagnosis, Location, Phase, Severity
 from nantrap.guard.history import History, Spike
+
+LINEAR_REGIME = 8.0  # rho above which the quadratic-bowl estimate is not trusted
 
 __all__ = [
     "HEALTHY_RATIO",
@@ -102,7 +107,10 @@ def _suggest_lr(ev: dict[str, Any], lr: float, lr_decay: float) -> tuple[float, 
     growth, steps = ev.get("grad_norm_growth", 0.0), ev.get("grad_norm_growth_steps", 0)
     if growth > 1.0 and steps > 0:
         rho = growth ** (1.0 / steps) - 1.0
-        value, how = lr / (2.0 + rho), f"grad norm x{1 + rho:.3g} per step: lr*curvature ~1"
+        if rho <= LINEAR_REGIME:
+            value, how = lr / (2.0 + rho), f"grad norm x{1 + rho:.3g} per step: lr*curvature ~1"
+        else:  # NB: an explosion this fast is past the quadratic model; it bounds nothing
+            value, how = lr / 10.0, f"grad norm x{1 + rho:.3g} per step, past the linear regime"
     elif ev.get("update_ratio_median", 0.0) > 0:
         ratio = ev["update_ratio_median"]
         value, how = lr * 10 * HEALTHY_RATIO / ratio, f"update ratio {ratio:.2g} -> 1e-2"

@@ -24,6 +24,8 @@ from nantrap.tf.guard import TFGuard, check_shares
 
 __all__ = ["NanTrap"]
 
+SAMPLE_ROWS = 16  # rows of the batch an early-warning sample traces
+
 
 class NanTrap(keras.callbacks.Callback):
     """Catch, localize, explain and recover from NaN/Inf in ``model.fit``.
@@ -97,7 +99,7 @@ class NanTrap(keras.callbacks.Callback):
             model=model,
             optimizer=optimizer,
             framework="keras",
-            extra_state=list(getattr(model, "metrics_variables", ())),
+            extra_state=lambda: list(getattr(model, "metrics_variables", ())),
             on_rebuild=self.instrument.rebuild,
             **self._guard_options,
         )
@@ -112,6 +114,7 @@ class NanTrap(keras.callbacks.Callback):
                 inst.probe.read(),
                 has_loss=inst.has_loss,
                 replay=None if data is None else lambda: self._replay(data),
+                sample=None if data is None else lambda: self._sample(data),
                 inputs=data,
             )
         except BaseException:
@@ -129,8 +132,34 @@ class NanTrap(keras.callbacks.Callback):
         with self.instrument.paused():
             self.model.train_step(data)
 
+    def _sample(self, data: Any) -> Any:
+        """What the early warnings trace: the forward pass and loss of the first
+        ``SAMPLE_ROWS`` rows of the batch (no gradient, no update); returns the loss."""
+        from keras.src.trainers.data_adapters.data_adapter_utils import (
+            unpack_x_y_sample_weight,
+        )
+
+        x, y, sample_weight = unpack_x_y_sample_weight(_head(data, SAMPLE_ROWS))
+        self.instrument.restore_seeds()
+        with self.instrument.paused():
+            y_pred = self.model(x, training=True)
+            return self.model.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
+
     def _close(self, status: str | None) -> None:
         if self.instrument is not None:
             self.instrument.uninstall()
         if self.guard is not None:
             self.guard.close(status)
+
+
+def _head(data: Any, rows: int) -> Any:
+    """The first ``rows`` rows of every batched tensor in ``data``."""
+    import tensorflow as tf
+
+    def cut(t: Any) -> Any:
+        shape = getattr(t, "shape", None)
+        return t[:rows] if shape is not None and shape.rank else t
+
+    return tf.nest.map_structure(cut, data)

@@ -93,12 +93,12 @@ class LintConfig:
         return False
 
     def _relative(self, path: str) -> str:
-        if self.root is not None:
-            try:
-                return str(Path(path).resolve().relative_to(self.root.resolve()))
-            except (ValueError, OSError):
-                pass
-        return path
+        if self.root is None:
+            return path
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except (ValueError, OSError):  # outside the project: match the path as given
+            return path
 
     def merged(self, **changes: Any) -> LintConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -122,11 +122,9 @@ def find_pyproject(start: Path) -> Path | None:
     for directory in (start, *start.parents) if start.is_dir() else start.parents:
         candidate = directory / "pyproject.toml"
         if candidate.is_file():
-            try:
-                if "tool" in _read_toml(candidate) and "nantrap" in _read_toml(candidate)["tool"]:
-                    return candidate
-            except ConfigError:
-                raise
+            tool = _read_toml(candidate).get("tool", {})
+            if isinstance(tool, dict) and "nantrap" in tool:
+                return candidate
     return None
 
 

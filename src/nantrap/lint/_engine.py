@@ -48,6 +48,13 @@ _SAME = _words(
 _NUMPY_METHODS = frozenset(["sum", "mean", "std", "var", "max", "min", "clip", "dot", "prod"])
 _RANDOM = _words("randn rand randn_like rand_like normal uniform standard_normal random_normal")
 _RANDOM_METHODS = _words("normal_ uniform_")
+_MASKS = _words(
+    "equal not_equal greater greater_equal less less_equal eq ne gt ge lt le sequence_mask "
+    "isfinite isnan logical_and logical_or logical_not"
+)
+_MASK_METHODS = _words("eq ne gt ge lt le")
+_PROB_NAMES = frozenset({"softmax", "sigmoid", "expit"})
+_PICKED = Value(picked=True)
 _PASS_ATTRS = frozenset({"data", "T", "mT", "real"})
 _HALF_NAMES = frozenset({"float16", "half", "bfloat16", "HalfTensor", "BFloat16Tensor"})
 _FLOAT_NAMES = frozenset({"float32", "float", "float64", "double", "FloatTensor"})
@@ -423,7 +430,7 @@ class Walker:
             v = self.attribute(node, scope)
         elif t is ast.Constant:
             c = node.value
-            if type(c) in (int, float):
+            if type(c) is float or (type(c) is int and -(2**1000) < c < 2**1000):
                 v = V.const(float(c), node)
             elif type(c) is str and c in _HALF_NAMES:
                 v = Value(qual="dtype.float16")
@@ -461,7 +468,7 @@ class Walker:
             if base.kind or base.layer or base.half:
                 v = replace(base, node=node, guarded=base.guarded or masked)
             else:
-                v = Value(guarded=True) if masked else UNKNOWN
+                v = Value(guarded=True) if masked else _PICKED
         elif t is ast.Compare:
             self.expr(node.left, scope)
             for c in node.comparators:
@@ -549,8 +556,9 @@ class Walker:
             return self.apply("div", "operator./", node, [left, right], [a, b], {}, {}, None)
         if t is ast.Pow:
             return self.apply("pow", "operator.**", node, [left, right], [a, b], {}, {}, None)
-        if t is ast.MatMult:
-            return self.apply("matmul", "operator.@", node, [left, right], [a, b], {}, {}, None)
+        if t is ast.MatMult:  # arrays or tensors, never plain numbers
+            fw = a.fw or b.fw or "numpy"
+            return self.apply("matmul", "operator.@", node, [left, right], [a, b], {}, {}, fw)
         if t is ast.Add:
             return V.add(a, b, node)
         if t is ast.Sub:
@@ -595,6 +603,8 @@ class Walker:
             fval = self.lookup(func.id, scope)
             if fval is not None and fval.qual:
                 qual, fval = fval.qual, None
+            elif fval is None and func.id in _PROB_NAMES:
+                qual = "local." + func.id  # from utils import softmax
         else:
             fval = self.expr(func, scope)
 
@@ -644,10 +654,16 @@ class Walker:
         return UNKNOWN
 
     def method(self, qual, name, node, recv_node, recv, operands, values, kw, kwv) -> Value:
+        if name in _MASK_METHODS and len(operands) == 1 and not kw:
+            return Value(kind="mask", lo=0.0, hi=1.0, node=node, line=node.lineno, fw=recv.fw)
         if name in _RANDOM_METHODS:
             return Value(kind="random", fw="torch", node=node, line=node.lineno)
         if name in ("masked_fill", "masked_fill_"):
             return recv
+        if name == "gather":
+            return replace(recv, picked=True) if recv.kind else _PICKED
+        if name == "gradient" and operands:  # tape.gradient(loss, x): 0 where x has no effect
+            return Value(kind="grad", fw="tf", node=node, line=node.lineno)
         if name in ("half", "bfloat16"):
             return replace(recv, half=True, node=node) if recv.kind else Value(half=True)
         if name in _SAME:
@@ -692,8 +708,19 @@ class Walker:
 
     def function_call(self, qual, name, node, operands, values, kw, kwv) -> Value:
         fw = framework_of(qual)
+        if name in _PROB_NAMES and (fw is None or lookup(qual) is None):
+            # scipy.special.expit, from utils import softmax: named for what they return
+            kind = "sigmoid" if name in ("sigmoid", "expit") else "softmax"
+            return V.prob(kind, node, operands[0] if operands else None, fw, False)
         if fw is None:
             return UNKNOWN
+        if qual in ("torch.autograd.grad", "jax.grad"):
+            return Value(kind="grad", fw=fw, node=node, line=node.lineno)
+        if name in ("gather", "take_along_dim", "gather_nd", "take_along_axis"):
+            first = values[0] if values else UNKNOWN
+            return replace(first, picked=True) if first.kind else _PICKED
+        if name in _MASKS:
+            return Value(kind="mask", lo=0.0, hi=1.0, node=node, line=node.lineno, fw=fw)
         if name in _SAME or name in ("squeeze", "reshape"):
             first = values[0] if values else UNKNOWN
             if name == "cast" and any(d.qual == "dtype.float16" for d in (*values, *kwv.values())):

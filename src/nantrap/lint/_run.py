@@ -269,12 +269,11 @@ def lint_paths(paths: Iterable[Path | str], config: LintConfig | None = None) ->
     """Lint every file under ``paths``; the Report's meta counts files and lines."""
     config = config or LintConfig()
     report = Report(engine="lint")
-    files = lines = 0
+    files = 0
     for path in discover([Path(p) for p in paths], config):
         files += 1
         report.extend(lint_file(path, config))
     report.meta.update(files=files)
-    del lines
     return report
 
 

@@ -54,6 +54,7 @@ class Value:
     func: ast.AST | None = None  # a user function / class defined in this file
     instance: ast.ClassDef | None = None  # an instance of a class defined in this file
     items: tuple[Value, ...] | None = None  # a tuple's elements (``return probs, logits``)
+    picked: bool = False  # elements picked by index (p[range(n), y], p.gather(1, y))
 
     @property
     def is_prob(self) -> bool:
@@ -308,6 +309,8 @@ def mul(a: Value, b: Value, node: ast.AST) -> Value:
                     hi=x.hi * y.lo,
                     kind=x.kind if x.kind not in PROB else "",
                 )
+            if y.lo < 0 and x.lo >= 0:  # -0.5 * x**2 <= 0
+                return Value(hi=0.0, node=node, line=line, half=x.half, shifted=True)
             return Value(node=node, line=line, half=x.half)
     if "linear" in (a.kind, b.kind):
         return Value(kind="linear", node=node, line=line, half=a.half or b.half)

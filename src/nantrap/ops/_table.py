@@ -741,6 +741,7 @@ op(
     Kind.LOSS,
     "softmax cross-entropy on logits (stable)",
     torch=("torch.nn.functional.cross_entropy", "torch.nn.CrossEntropyLoss"),
+    aten=("aten.cross_entropy_loss",),
     tf=(
         "tf.nn.softmax_cross_entropy_with_logits",
         "tf.nn.softmax_cross_entropy_with_logits_v2",
@@ -755,7 +756,7 @@ op(
     Kind.LOSS,
     "negative log-likelihood of log-probabilities",
     torch=("torch.nn.functional.nll_loss", "torch.nn.NLLLoss"),
-    aten=("aten.nll_loss_forward", "aten.nll_loss", "aten.nll_loss2d_forward"),
+    aten=("aten.nll_loss_forward", "aten.nll_loss", "aten.nll_loss_nd", "aten.nll_loss2d_forward"),
 )
 op(
     "binary_cross_entropy",
@@ -892,6 +893,15 @@ op(
         "aten.reshape_as",
         "aten.type_as",
         "aten.identity",
+        "aten.broadcast_tensors",
+        "aten.broadcast_to",
+        "aten.upsample_nearest1d",
+        "aten.upsample_nearest2d",
+        "aten.upsample_nearest3d",
+        "aten.pad",
+        "aten.constant_pad_nd",
+        "aten.reflection_pad2d",
+        "aten.replication_pad2d",
     ),
     tf_op=(
         "Identity",
@@ -971,6 +981,9 @@ op(
         "aten.adaptive_avg_pool1d",
         "aten.adaptive_avg_pool2d",
         "aten._adaptive_avg_pool2d",
+        "aten.upsample_bilinear2d",
+        "aten.upsample_linear1d",
+        "aten.upsample_trilinear3d",
     ),
     tf_op=("AvgPool", "AvgPool3D"),
     keras=("keras.layers.AveragePooling2D", "keras.layers.GlobalAveragePooling2D"),
@@ -1185,4 +1198,97 @@ op(
     aten=("aten.rand", "aten.rand_like", "aten.randn", "aten.randn_like", "aten.normal"),
     tf_op=("TruncatedNormal", "RandomUniform", "RandomStandardNormal", "StatelessTruncatedNormal"),
     onnx=("RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike"),
+)
+op(
+    "regression_loss",
+    Kind.LOSS,
+    "mean squared / absolute / smooth-L1 / Huber error",
+    torch=(
+        "torch.nn.functional.mse_loss",
+        "torch.nn.functional.l1_loss",
+        "torch.nn.functional.smooth_l1_loss",
+        "torch.nn.functional.huber_loss",
+    ),
+    aten=("aten.mse_loss", "aten.l1_loss", "aten.smooth_l1_loss", "aten.huber_loss"),
+    tf_op=("SquaredDifference",),
+    output_range=(0.0, INF),
+    overflows=True,
+    trap="NT116",
+)
+op(
+    "conv_transpose",
+    Kind.LINEAR,
+    "transposed convolution (each output sums a subset of kernel terms)",
+    torch=("torch.nn.functional.conv_transpose2d", "torch.nn.ConvTranspose2d"),
+    aten=("aten.conv_transpose1d", "aten.conv_transpose2d", "aten.conv_transpose3d"),
+    tf_op=("Conv2DBackpropInput",),
+    overflows=True,
+    trap="NT116",
+)
+op(
+    "hardswish",
+    A,
+    "x * relu6(x + 3) / 6",
+    torch=("torch.nn.functional.hardswish", "torch.nn.Hardswish"),
+    aten=("aten.hardswish",),
+    onnx=("HardSwish",),
+    output_range=(-0.375, INF),
+)
+op(
+    "hardsigmoid",
+    A,
+    "relu6(x + 3) / 6",
+    torch=("torch.nn.functional.hardsigmoid", "torch.nn.Hardsigmoid"),
+    aten=("aten.hardsigmoid",),
+    onnx=("HardSigmoid",),
+    output_range=(0.0, 1.0),
+    saturates=True,
+)
+op(
+    "round",
+    E,
+    "floor / ceil / round / trunc to an integer value",
+    torch=("torch.floor", "torch.ceil", "torch.round", "torch.trunc"),
+    aten=("aten.floor", "aten.ceil", "aten.round", "aten.trunc"),
+    tf_op=("Floor", "Ceil", "Round", "Rint"),
+    onnx=("Floor", "Ceil", "Round"),
+)
+op(
+    "sign",
+    E,
+    "-1, 0 or 1",
+    torch=("torch.sign", "Tensor.sign"),
+    aten=("aten.sign", "aten.sgn"),
+    tf_op=("Sign",),
+    onnx=("Sign",),
+    output_range=(-1.0, 1.0),
+)
+op(
+    "argmax",
+    R,
+    "index of the max/min along a dim",
+    torch=("torch.argmax", "torch.argmin"),
+    aten=("aten.argmax", "aten.argmin"),
+    tf_op=("ArgMax", "ArgMin"),
+    onnx=("ArgMax", "ArgMin"),
+    output_range=(0.0, INF),
+)
+op(
+    "one_hot",
+    S,
+    "one-hot encoding: on/off values placed by integer ids",
+    torch=("torch.nn.functional.one_hot",),
+    aten=("aten.one_hot",),
+    tf_op=("OneHot",),
+    onnx=("OneHot",),
+)
+op(
+    "l2_loss",
+    R,
+    "sum(x ** 2) / 2",
+    tf=("tf.nn.l2_loss",),
+    tf_op=("L2Loss",),
+    output_range=(0.0, INF),
+    overflows=True,
+    trap="NT116",
 )

@@ -15,6 +15,7 @@ __all__ = [
     "action_text",
     "fmt",
     "grouped_actions",
+    "origin_text",
     "source_context",
     "split_evidence",
     "stats_row",
@@ -89,6 +90,17 @@ def grouped_actions(actions: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
         run.append(action)
     flush()
     return out
+
+
+def origin_text(context: Mapping[str, Any]) -> str | None:
+    """Where a multi-process incident started, from the DDP context record (or None)."""
+    bad = context.get("bad_ranks")
+    if bad is None:
+        return None
+    if context.get("origin"):
+        return "this rank's own gradients were non-finite before the all-reduce"
+    ranks = ", ".join(map(str, bad)) or "none seen"
+    return f"this rank followed the all-reduced verdict (bad rank(s): {ranks})"
 
 
 def _is_stats(value: Any) -> bool:

@@ -19,6 +19,7 @@ from nantrap.report._format import (
     action_text,
     fmt,
     grouped_actions,
+    origin_text,
     source_context,
     split_evidence,
 )
@@ -128,7 +129,8 @@ def _verdict(log: RunLog) -> str:
     lines = []
     if incidents:
         first = incidents[0]
-        lines.append(f"<b>First incident:</b> {escape(first.diagnosis.headline())}")
+        rank = f" (rank {first.rank})" if log.distributed and first.rank is not None else ""
+        lines.append(f"<b>First incident{rank}:</b> {escape(first.diagnosis.headline())}")
         if first.batch is not None:
             lines.append(f"<b>Batch:</b> {escape(_batch(first) or '')}")
         ranks = sorted({i.rank for i in incidents if i.rank is not None and _own(i)})
@@ -284,6 +286,9 @@ def _card(n: int, incident: Incident, roots: tuple[Path, ...], distributed: bool
     fix = diag.fix or (trap.fix if trap else None)
     if fix:
         parts.append(f"<div class='fix'><b>Fix:</b> {escape(fix)}</div>")
+    origin = origin_text(incident.context) if distributed else None
+    if origin:
+        parts.append(f"<p class='sub'><b>Origin:</b> {escape(origin)}</p>")
     did = [action_text(a) for a in incident.actions]
     if not did and diag.action:
         did = [diag.action]

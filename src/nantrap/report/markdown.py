@@ -10,6 +10,7 @@ from nantrap.report._format import (
     action_text,
     fmt,
     grouped_actions,
+    origin_text,
     source_context,
     split_evidence,
 )
@@ -35,6 +36,14 @@ def render_markdown(log: RunLog, *, source_roots: Sequence[Path] = ()) -> str:
     ]
     out.append(" · ".join(f"**{k}** {v}" for k, v in facts if v is not None))
     out.append("")
+    incidents = log.incidents()
+    if incidents:
+        first = incidents[0]
+        rank = f" (rank {first.rank})" if log.distributed and first.rank is not None else ""
+        out += [f"**First incident{rank}:** {first.diagnosis.headline()}", ""]
+    bad = sorted({r for i in incidents for r in i.context.get("bad_ranks") or ()})
+    if bad and log.distributed:
+        out += [f"**Rank(s) that went bad:** {', '.join(map(str, bad))}", ""]
     if log.problems:
         out.append("> **Parts of this run could not be read** (the rest is shown):")
         out += [f"> - `{p}`" for p in log.problems]
@@ -83,6 +92,9 @@ def _incident(n: int, incident: Incident, roots: tuple[Path, ...], distributed: 
         ("source", loc.source()),
     ]
     out += [f"- **{k}**: `{v}`" for k, v in facts if v]
+    origin = origin_text(incident.context) if distributed else None
+    if origin:
+        out.append(f"- **origin**: {origin}")
     context = source_context(loc, roots=roots)
     if context:
         out += ["", "```python"]

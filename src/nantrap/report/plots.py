@@ -20,6 +20,7 @@ __all__ = ["HAVE_MATPLOTLIB", "ranges_heatmap", "timeline"]
 try:  # an optional extra; the report renders without figures when it is absent
     import matplotlib
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     from matplotlib.transforms import blended_transform_factory
 
     HAVE_MATPLOTLIB = True
@@ -63,6 +64,7 @@ def timeline(log: RunLog) -> str | None:
             ax.set_yscale("log")
         ax.grid(alpha=0.25)
     _mark_events(log, axes)
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].set_xlabel("step")
     handles, labels = _unique_legend(axes)
     if handles:

@@ -126,7 +126,14 @@ class RunLog:
                 if rec.get("step") == diag.step and rec.get("rank") == diag.location.rank:
                     context.update(rec)
             found.append(Incident(diag, acts, context))
-        found.sort(key=lambda i: (i.step if i.step is not None else -1, i.rank or 0))
+        # per step: the rank(s) where it started first (DDP context), then by rank
+        found.sort(
+            key=lambda i: (
+                i.step if i.step is not None else -1,
+                i.context.get("origin") is False,
+                i.rank or 0,
+            )
+        )
         return found
 
     def series(self, key: str, rank: int | None = None) -> list[tuple[list[int], list[float]]]:

@@ -44,3 +44,4 @@ def all_attachers() -> list[Attacher]:
 
 register_attacher("pytorch", "torch", "nantrap.torch.autoguard")
 register_attacher("keras", "keras", "nantrap.keras.autoguard")
+register_attacher("tf.compat.v1", "tensorflow", "nantrap.tf.autoguard")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -88,8 +89,9 @@ def run_guarded(config: RunConfig) -> RunResult:
             watch.stop()
         for attachment in attachments:
             notes += attachment.close(status)
-    _write_run_json(config, exit_code, status, error, started, attachments, notes)
-    report = _render(config.log_dir) if config.report else None
+    rank = _launcher_rank()  # under torchrun every rank runs this; rank 0 writes the report
+    _write_run_json(config, exit_code, status, error, started, attachments, notes, rank)
+    report = _render(config.log_dir) if config.report and rank == 0 else None
     return RunResult(exit_code, status, config.log_dir, report, notes)
 
 
@@ -118,7 +120,15 @@ def _exit_code(code: object) -> int:
     return 1
 
 
-def _write_run_json(config, exit_code, status, error, started, attachments, notes) -> None:
+def _launcher_rank() -> int:
+    """This process's rank when started by torchrun / a launcher (``RANK``), else 0."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _write_run_json(config, exit_code, status, error, started, attachments, notes, rank) -> None:
     data = {
         "schema_version": SCHEMA_VERSION,
         "type": "nantrap-run",
@@ -133,7 +143,8 @@ def _write_run_json(config, exit_code, status, error, started, attachments, note
         "guarded": [d for a in attachments for d in a.describe()],
         "notes": notes,
     }
-    (config.log_dir / RUN_JSON).write_text(json.dumps(data, indent=2) + "\n")
+    name = RUN_JSON if rank == 0 else f"run.rank{rank}.json"
+    (config.log_dir / name).write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _render(log_dir: Path) -> Path | None:

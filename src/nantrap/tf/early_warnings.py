@@ -27,18 +27,24 @@ SATURATING = {
 
 
 def early_warnings(
-    trace: OpTrace, *, step: int, saturation: float = 0.01, clipped: float = 0.05
+    trace: OpTrace,
+    *,
+    step: int,
+    saturation: float = 0.01,
+    clipped: float = 0.05,
+    loss: Any = None,
 ) -> list[Diagnosis]:
     """Saturation (share of outputs exactly at the bounds >= ``saturation``) and clip-trap
-    (share of a clip's input cut off >= ``clipped``, with a gradient flowing through it)
-    warnings of one traced step."""
+    (share of a clip's input cut off >= ``clipped``, on the path to the loss: a gradient
+    flowed back through it, or it feeds ``loss``) warnings of one traced step."""
+    on_path = trace.ancestors(loss) if loss is not None else set()
     found = []
     for ev in trace.events:
         if ev.phase is not Phase.FORWARD or not ev.outputs:
             continue
         if ev.op in SATURATING:
             d = _saturation(ev, step, saturation)
-        elif ev.op in CLIPS and ev.grad_seen:
+        elif ev.op in CLIPS and (ev.grad_seen or ev.index in on_path):
             d = _clip_trap(trace, ev, step, clipped)
         else:
             d = None

@@ -48,7 +48,8 @@ class TFGuard:
         model: the Keras model (or any object with ``variables``/``trainable_variables``).
         optimizer: a Keras optimizer.
         framework: written to ``events.jsonl`` (``keras`` or ``tensorflow``).
-        extra_state: variables put back after a replay but not part of snapshots (metrics).
+        extra_state: returns the variables put back after a replay but not part of snapshots
+            (metrics; asked at each replay, since Keras builds compiled metrics lazily).
         on_rebuild: called when a compiled step must be retraced (a scaled LR schedule).
     """
 
@@ -62,7 +63,7 @@ class TFGuard:
         saturation: float = 0.01,
         clipped: float = 0.05,
         warning_budget: float = 0.02,
-        extra_state: Sequence[Any] = (),
+        extra_state: Callable[[], Sequence[Any]] | None = None,
         on_rebuild: Callable[[], None] | None = None,
     ):
         check_shares(saturation=saturation, clipped=clipped, warning_budget=warning_budget)
@@ -74,11 +75,15 @@ class TFGuard:
         self.warning_budget = float(warning_budget)
         self.on_rebuild = on_rebuild
         self.state = VariableState(keras_state_variables(model, optimizer))
-        self.replay_state = VariableState([*self.state.variables, *extra_state])
+        self._trainable = list(model.trainable_variables)
+        self._flatten: Callable[[], Any] | None = None
+        self._lr: float | None = None
+        self._lr_step = 0
+        self._extra_state = extra_state or (lambda: ())
         self.engine = GuardEngine(
             config,
             framework=framework,
-            restore=self.state.restore,
+            restore=self._restore,
             lrs=self._lrs,
             scale_lr=self._scale_lr,
         )
@@ -91,6 +96,7 @@ class TFGuard:
         self._last_end = math.nan
         self._muted = False
         self._in_spike = False
+        self.scale_skips = 0  # steps a loss-scale optimizer skipped on its own
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -100,7 +106,7 @@ class TFGuard:
             optimizer=type(self.optimizer).__name__,
             argv=list(sys.argv),
         )
-        self._param_norm = _norm(self.model.trainable_variables)
+        self._param_norm = _norm(self._trainable)
         self.engine.take_snapshot(self.state.capture())
         self._last_end = time.perf_counter()
 
@@ -127,16 +133,24 @@ class TFGuard:
         loss: float | None = None,
         replay: Callable[[], Any] | None = None,
         inputs: Any = None,
+        sample: Callable[[], Any] | None = None,
     ) -> Decision | None:
         """Judge one finished step. ``replay()`` re-runs it eagerly (no patches) for
-        localization and early warnings; ``inputs`` names the batch's tensors."""
+        localization; ``sample()`` (default: ``replay``) is the cheaper run the early
+        warnings trace, returning the loss; ``inputs`` names the batch's tensors."""
         now = time.perf_counter()
         elapsed, self._last_end = now - self._last_end, now
         loss_value = reading.loss if loss is None else float(loss)
+        grad_norm = reading.grad_norm
+        if math.isfinite(reading.loss_scale) and reading.loss_scale > 0:
+            grad_norm /= reading.loss_scale  # a loss-scale optimizer: its gradients are scaled
+            if not math.isfinite(grad_norm) and (not has_loss or math.isfinite(loss_value)):
+                self.scale_skips += 1  # it skipped this overflowing step and lowered its scale
+                return None
         obs = Observation(
             loss=loss_value if has_loss else math.nan,
             has_loss=has_loss,
-            grad_norm=reading.grad_norm,
+            grad_norm=grad_norm,
             param_norm=self._param_norm,
             loss_scale=reading.loss_scale,
         )
@@ -148,7 +162,7 @@ class TFGuard:
             self._muted = False
         if problem is None and not corrupt_after:
             self._in_spike = False
-            self._clean_step(obs, reading.param_norm, elapsed, replay, inputs)
+            self._clean_step(obs, reading.param_norm, elapsed, sample or replay, inputs)
             return None
         if isinstance(problem, Spike):
             return self._spike(problem, obs, reading)
@@ -226,18 +240,20 @@ class TFGuard:
 
     def _carry_out(self, decision: Decision) -> None:
         if decision.action in (Action.ROLLBACK, Action.STOP):
-            self._param_norm = _norm(self.model.trainable_variables)
+            self._param_norm = _norm(self._trainable)
             self._ratio_ref = None
 
     # -- replays ----------------------------------------------------------------------------
-    def replay(self, run: Callable[[], Any], inputs: Any = None) -> OpTrace | None:
-        """Run ``run()`` eagerly under the op tracer; every variable is put back after."""
-        saved = self.replay_state.capture()
+    def replay(self, run: Callable[[], Any], inputs: Any = None) -> OpTrace:
+        """Run ``run()`` eagerly under the op tracer; every variable is put back after.
+        ``trace.result`` is what ``run()`` returned."""
+        state = VariableState([*self.state.variables, *self._extra_state()])
+        saved = state.capture()
         try:
             with OpTrace(self.model, inputs=inputs) as trace:
-                run()
+                trace.result = run()
         finally:
-            self.replay_state.restore(saved)
+            state.restore(saved)
         return trace
 
     def _early_warnings(
@@ -249,7 +265,10 @@ class TFGuard:
         start = time.perf_counter()
         trace = self.replay(replay, inputs)
         cost = time.perf_counter() - start
-        for d in early_warnings(trace, step=step, saturation=self.saturation, clipped=self.clipped):
+        loss = _loss_tensor(trace.result)
+        for d in early_warnings(
+            trace, step=step, saturation=self.saturation, clipped=self.clipped, loss=loss
+        ):
             key = (d.code, d.module, d.op)
             if key not in self._warned:
                 self._warned.add(key)
@@ -261,24 +280,29 @@ class TFGuard:
 
     # -- measurements -----------------------------------------------------------------------
     def _update_ratio(self, step: int) -> float:
-        """|dw| / |w| of the update just applied, measured every ``ratio_every`` steps."""
+        """|dw| / |w| of the update just applied, measured every ``ratio_every`` steps from
+        two host copies of the weights (one fused read each)."""
         every = self.config.ratio_every
         if every <= 0:
             return math.nan
         ratio = math.nan
         if self._ratio_ref is not None:
-            now = [np.asarray(v, dtype=np.float64) for v in self.model.trainable_variables]
-            delta = math.sqrt(
-                sum(float(np.sum((a - b) ** 2)) for a, b in zip(now, self._ratio_ref, strict=True))
-            )
+            delta = float(np.linalg.norm(self._flat_weights() - self._ratio_ref))
             ratio = delta / self._ratio_norm if self._ratio_norm > 0 else math.nan
             self._ratio_ref = None
         if step % every == 0:
-            self._ratio_ref = [
-                np.asarray(v, dtype=np.float64) for v in self.model.trainable_variables
-            ]
-            self._ratio_norm = math.sqrt(sum(float(np.sum(a**2)) for a in self._ratio_ref))
+            self._ratio_ref = self._flat_weights()
+            self._ratio_norm = float(np.linalg.norm(self._ratio_ref))
         return ratio
+
+    def _flat_weights(self) -> np.ndarray:
+        """Every trainable weight in one float32 vector: one device read, not one per tensor."""
+        if self._flatten is None:
+            weights = list(self._trainable)
+            self._flatten = tf.function(
+                lambda: tf.concat([tf.reshape(tf.cast(w, tf.float32), [-1]) for w in weights], 0)
+            )
+        return self._flatten().numpy()
 
     def ceiling(self) -> float:
         """The loss above which a step is a spike (``inf`` before the warm-up is over)."""
@@ -287,11 +311,22 @@ class TFGuard:
             return math.inf
         return ema.mean + max(cfg.spike_sigma * ema.std, (cfg.spike_ratio - 1.0) * abs(ema.mean))
 
+    def _restore(self, state: Any) -> None:
+        self.state.restore(state)
+        self._lr = None
+
     # -- learning rate ----------------------------------------------------------------------
     def _lrs(self) -> list[float]:
-        return [float(np.asarray(self.optimizer.learning_rate))]
+        """The LR, read from the device every ``ratio_every`` steps (and after every change
+        the guard makes); a schedule's value may lag that many steps in the history."""
+        step = self.engine.step if hasattr(self, "engine") else 0
+        if self._lr is None or step - self._lr_step >= max(self.config.ratio_every, 1):
+            self._lr = float(np.asarray(self.optimizer.learning_rate))
+            self._lr_step = step
+        return [self._lr]
 
     def _scale_lr(self, factor: float) -> None:
+        self._lr = None
         opt = self.optimizer
         schedule = getattr(opt, "_learning_rate", None)
         if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
@@ -491,6 +526,15 @@ def _is_scalar_float(t: Any) -> bool:
         and shape is not None
         and (shape.num_elements() == 1)
     )
+
+
+def _loss_tensor(result: Any) -> Any:
+    """The scalar loss tensor in a step's return value, or None."""
+    if isinstance(result, dict):
+        result = result.get("loss")
+    elif isinstance(result, (tuple, list)) and result:
+        result = result[0]
+    return result if _is_scalar_float(result) else None
 
 
 def _loss_of(result: Any) -> float | None:

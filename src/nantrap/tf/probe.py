@@ -61,6 +61,7 @@ class Probe:
             tf.fill([len(FIELDS)], math.nan), trainable=False, name="nantrap_probe"
         )
         self.ceiling = tf.Variable(math.inf, trainable=False, name="nantrap_loss_ceiling")
+        self._ceiling = math.inf  # host copy: no device read per step
 
     def guarded_apply(
         self,
@@ -73,9 +74,15 @@ class Probe:
         loss_scale: Any = None,
     ) -> tf.Tensor:
         """Run ``apply()`` only if the gradients (and ``loss``) are finite and the loss is
-        under the ceiling (when ``gate``); record the step; return whether it was applied."""
+        under the ceiling (when ``gate``); record the step; return whether it was applied.
+
+        With ``loss_scale`` (a loss-scale optimizer, which skips overflowing steps and
+        lowers its scale by itself) non-finite gradients are left to it; only the loss and
+        the ceiling gate the update.
+        """
+        scale = tf.constant(math.nan) if loss_scale is None else tf.cast(loss_scale, tf.float32)
         gsq = sum_squares(grads)
-        ok = tf.math.is_finite(gsq)
+        ok = tf.math.is_finite(gsq) if loss_scale is None else tf.constant(True)
         loss32 = tf.constant(math.nan) if loss is None else tf.cast(loss, tf.float32)
         if loss is not None:
             ok = tf.logical_and(ok, tf.math.is_finite(loss32))
@@ -92,7 +99,6 @@ class Probe:
             applied = tf.constant(True)
         with tf.control_dependencies([applied]):
             psq = sum_squares([tf.convert_to_tensor(v) for v in variables])
-        scale = tf.constant(math.nan) if loss_scale is None else tf.cast(loss_scale, tf.float32)
         steps = self.values[5]
         steps = tf.where(tf.math.is_finite(steps), steps, 0.0) + 1.0
         self.values.assign(
@@ -115,8 +121,9 @@ class Probe:
 
     def set_ceiling(self, value: float) -> None:
         """Losses above ``value`` are gated like non-finite ones (``inf``: off)."""
-        if float(self.ceiling.numpy()) != value:
+        if value != self._ceiling:
             self.ceiling.assign(value)
+            self._ceiling = value
 
 
 class OptimizerPatch:

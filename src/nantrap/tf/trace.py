@@ -24,7 +24,7 @@ import os
 import sys
 import sysconfig
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
@@ -97,7 +97,6 @@ class OpEvent:
     forward: int | None = None  # backward ops: the forward event being differentiated
     grad_seen: bool = False  # forward ops: a gradient flowed back through this op
     scope: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def neutral_op(self) -> str | None:
@@ -153,6 +152,7 @@ class OpTrace:
         self._entry = None
         self._active = False
         self._was_eager_functions = False
+        self.result: Any = None  # what the traced run returned (set by the caller)
         for i, t in enumerate(tf.nest.flatten(inputs) if inputs is not None else ()):
             self._leaf_names[id(t)] = f"input {i}"
             self._keep.append(t)
@@ -258,6 +258,18 @@ class OpTrace:
             ev = self.events[nxt]
             hops += 1
         return ev
+
+    def ancestors(self, tensor: Any) -> set[int]:
+        """Indices of the events ``tensor`` was computed from (itself included)."""
+        hit = self._producer.get(id(tensor))
+        seen: set[int] = set()
+        stack = [hit[0]] if hit is not None else []
+        while stack:
+            i = stack.pop()
+            if i not in seen:
+                seen.add(i)
+                stack.extend(p for p in self.events[i].producers if p is not None)
+        return seen
 
     def forward_of(self, ev: OpEvent) -> OpEvent:
         """For a backward op, the forward op it differentiates (else ``ev`` itself)."""

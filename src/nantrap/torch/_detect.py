@@ -27,11 +27,22 @@ _LOSS, _GRAD, _PARAM, _INPUT, _RATIO, _SCALE = range(6)
 def norms(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
     """The 2-norm of each tensor, stacked, in float32 (fp16 norms overflow at 65504): one
     fused launch per device and dtype."""
-    dense = [t.coalesce()._values() if t.is_sparse else t for t in tensors]
+    dense = [_local(t.coalesce()._values() if t.is_sparse else t) for t in tensors]
     each = torch._foreach_norm(dense, 2, dtype=torch.float32)
     if any(n.device != device for n in each):
         each = [n.to(device, non_blocking=True) for n in each]
     return torch.stack(each)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (FSDP2, tensor parallel); plain tensors as they are.
+
+    NB: under sharding each rank then measures its own shards; the all-reduce in
+    ``_across_ranks`` turns that into one verdict (any shard non-finite -> every rank sees
+    it), and the norms in the history are the largest shard's, not the global norm.
+    """
+    to_local = getattr(t, "to_local", None)
+    return to_local() if to_local is not None else t
 
 
 def total_norm(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -86,7 +97,7 @@ class Probe:
             scale.detach().float().reshape(()).to(device) if scale is not None else nan,
         ]
         self._param_norm = param_norm
-        vec = _across_ranks(torch.stack(parts))
+        vec = _across_ranks(torch.stack([_local(part) for part in parts]))
         values = vec.tolist()  # the one host sync of the step
         self._ratio = None
         return Observation(

@@ -19,6 +19,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["StepState", "capture", "capture_rng", "restore", "restore_rng"]
@@ -31,12 +32,7 @@ def capture_rng(*, host: bool = True) -> dict[str, Any]:
         rng["cuda"] = torch.cuda.get_rng_state_all()
     if host:
         rng["python"] = random.getstate()
-        try:
-            import numpy as np
-        except ImportError:  # numpy is a dependency, but the guard must not need it
-            pass
-        else:
-            rng["numpy"] = np.random.get_state()
+        rng["numpy"] = np.random.get_state()
     return rng
 
 

@@ -3,8 +3,10 @@
 While installed, ``Optimizer.__init__`` is wrapped so that each new optimizer gets a guard
 (``nantrap.torch.guard``, which swaps the instance's class; the script keeps its object) on
 its first ``zero_grad`` or ``step``, when the subclass's ``__init__`` is done and the model
-exists. LR schedulers created for it are tracked (rolled back with it), and the loss of each
-``loss.backward()`` is handed to the guard, so the report has the loss curve.
+exists. LR schedulers created for it are tracked (rolled back with it), a GradScaler (when
+the script makes one) is handed to the guard, and the loss of each ``loss.backward()`` (of
+``scaler.scale(loss).backward()``: divided by the scale again) goes to the guard, so the
+report has the loss curve.
 
 The model is not passed to an optimizer, so ``ModuleIndex`` finds it: module- and
 parameter-registration hooks record which module owns each parameter and each module's
@@ -112,6 +114,8 @@ class AutoGuard:
         self.entries: list[dict[str, Any]] = []  # optimizer, model, log_dir, note, built
         self._by_id: dict[int, dict[str, Any]] = {}
         self._schedulers: dict[int, list[Any]] = {}
+        self._scalers: list[Any] = []
+        self._last_scaled: tuple[torch.Tensor, Any] | None = None
         self._undo: list[Callable[[], None]] = []
         self._closed = False
 
@@ -129,6 +133,8 @@ class AutoGuard:
             lambda orig: _after(orig, auto._scheduler_made),
         )
         self._wrap(torch.Tensor, "backward", lambda orig: _before(orig, auto._backward))
+        self._wrap(torch.amp.GradScaler, "__init__", lambda orig: _after(orig, auto._scaler_made))
+        self._wrap(torch.amp.GradScaler, "scale", lambda orig: _returns(orig, auto._scaled_loss))
         return self
 
     def _wrap(self, owner: type, name: str, make: Callable[[Callable], Callable]) -> None:
@@ -183,12 +189,23 @@ class AutoGuard:
         if entry is not None and entry["ours"]:
             opt.guard.track(scheduler)
 
+    def _scaler_made(self, scaler, *args, **kwargs) -> None:
+        self._scalers.append(scaler)
+
+    def _scaled_loss(self, result, scaler, outputs, *args, **kwargs) -> None:
+        if isinstance(result, torch.Tensor) and result.numel() == 1:
+            self._last_scaled = (result, scaler)
+
     def _backward(self, tensor, *args, **kwargs) -> None:
         if tensor.numel() != 1:
             return
+        loss = tensor.detach()
+        scaled, self._last_scaled = self._last_scaled, None
+        if scaled is not None and scaled[0] is tensor and scaled[1]._scale is not None:
+            loss = loss / scaled[1]._scale  # the loss itself, not GradScaler's scaled copy
         for entry in self.entries:
             if entry["ours"]:
-                entry["optimizer"].guard.observe_loss(tensor.detach())
+                entry["optimizer"].guard.observe(loss=loss)
 
     # -- building a guard -------------------------------------------------------------
     def _build(self, opt) -> None:
@@ -225,6 +242,7 @@ class AutoGuard:
                 policy=self.policy,
                 log_dir=str(log_dir),
                 scheduler=self._schedulers.get(id(opt)),
+                scaler=self._scaler(),
                 **self.options,
             )
         except Exception as exc:  # never break the user's run: leave it unguarded
@@ -232,6 +250,11 @@ class AutoGuard:
             log.warning("nantrap: %s", entry["note"])
             return
         entry.update(model=model, log_dir=log_dir, ours=True)
+
+    def _scaler(self):
+        """The script's GradScaler, when it made exactly one that is enabled."""
+        enabled = [s for s in self._scalers if s.is_enabled()]
+        return enabled[0] if len(enabled) == 1 else None
 
     # -- the attachment protocol of nantrap.run --------------------------------------
     def describe(self) -> list[str]:
@@ -266,6 +289,15 @@ def _is_ddp(model) -> bool:
         and dist.is_available()
         and dist.is_initialized()
     )
+
+
+def _returns(original: Callable, then: Callable) -> Callable:
+    def call(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        then(result, self, *args, **kwargs)
+        return result
+
+    return call
 
 
 def _drop_triggers(opt) -> None:

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from nantrap.errors import BundleError, ConfigError
@@ -246,13 +247,8 @@ def capture_rng() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = list(torch.cuda.get_rng_state_all())
-    try:
-        import numpy as np
-
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state["numpy"] = [kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached]
-    except ImportError:
-        pass
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state["numpy"] = [kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached]
     version, internal, gauss = random.getstate()
     state["python"] = [version, list(internal), gauss]
     return state
@@ -265,8 +261,6 @@ def set_rng(state: Mapping[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     if "numpy" in state:
-        import numpy as np
-
         kind, keys, pos, has_gauss, cached = state["numpy"]
         np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
     if "python" in state:

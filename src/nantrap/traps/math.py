@@ -173,7 +173,9 @@ trap(
     title="an epsilon too small for the dtype: x + eps == x, so log(x + eps) still hits log(0)",
     summary="""
 Adding eps protects log/div/sqrt only if the sum is not rounded back. 1e-10 added to
-1.0 in float32 is 1.0, so log(1 - p + 1e-10) is still log(0) when p == 1.0.""",
+1.0 in float32 is 1.0, so log(1 + 1e-10 - p) is still log(0) when p == 1.0, and
+clamp(p, 1e-10, 1 - 1e-10) does not keep p below 1.0 (1 - 1e-10 rounds to 1.0).
+(Order matters: (1 - p) + 1e-10 keeps the eps, because 1 - p is already small.)""",
     mechanism="""
 float32 keeps 24 bits: near 1.0 its spacing is 1.19e-7, so anything below 5.96e-8 is
 absorbed. float16 spacing near 1 is 9.77e-4; bfloat16's is 7.81e-3.""",
@@ -182,7 +184,8 @@ Use the stable op (logsigmoid(-z) for log(1 - sigmoid(z))). If an eps must stay,
 pick one the dtype keeps at the value's scale (>= 1e-7 near 1.0 in float32, >= 1e-3 in
 float16), e.g. torch.finfo(x.dtype).eps.""",
     bad="""
-loss = -torch.log(1 - torch.sigmoid(z) + 1e-10).mean()""",
+p = torch.sigmoid(z).clamp(1e-10, 1 - 1e-10)  # 1 - 1e-10 == 1.0 in float32
+loss = -torch.log(1 - p).mean()""",
     good="""
 loss = -torch.nn.functional.logsigmoid(-z).mean()""",
 )

@@ -254,3 +254,30 @@ class HandLayerNorm(nn.Module):
         mu = h.mean(-1, keepdim=True)
         var = ((h - mu) ** 2).mean(-1, keepdim=True)
         return (h - mu) / torch.sqrt(var + 1e-5)
+
+
+class MaskedAttention(nn.Module):
+    """Hugging Face-style additive mask: scores + (1 - mask) * finfo.min, then softmax. Clean."""
+
+    def __init__(self):
+        super().__init__()
+        self.qk = nn.Linear(8, 16)
+
+    def forward(self, x, mask):
+        q, k = self.qk(x).split(8, dim=-1)
+        scores = q @ k.transpose(-2, -1) / 8**0.5
+        scores = scores + (1.0 - mask) * torch.finfo(scores.dtype).min
+        return torch.softmax(scores, dim=-1)
+
+
+class StableLogSoftmax(nn.Module):
+    """Hand-written stable log-softmax: x - max - log(sum(exp(x - max))). Clean."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        z = self.fc(x)
+        shifted = z - z.max(dim=-1, keepdim=True).values
+        return shifted - torch.log(torch.exp(shifted).sum(dim=-1, keepdim=True))

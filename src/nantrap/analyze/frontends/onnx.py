@@ -5,6 +5,7 @@ nodes become constants; op types map through ``nantrap.ops.lookup("onnx", ...)``
 attributes are renamed to the neutral names (``axis`` -> ``dim``, ``epsilon`` -> ``eps``,
 ``transB`` -> ``trans_b``). Shapes and dtypes come from ONNX shape inference. Module
 paths are read from the exporter's scoped node names (``/layer1/layer1.0/conv1/Conv``).
+Symbolic (dynamic) dimensions are analyzed as 1.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def to_graph(model: Any) -> Graph:
         t = vi.type.tensor_type
         shape = None
         if t.HasField("shape"):
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-            shape = tuple(dims) if all(d is not None for d in dims) else None
+            # NB: symbolic dims (a dynamic batch) are analyzed as 1, as in the TF frontend
+            shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
         types[vi.name] = (_DTYPES.get(t.elem_type), shape)
     nodes: list[Node] = []
     values: dict[str, np.ndarray] = {}

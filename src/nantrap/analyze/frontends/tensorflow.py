@@ -271,7 +271,7 @@ def _count(op) -> dict[str, int]:
     count = 1
     for a in np.atleast_1d(axes):
         count *= dims[int(a)]
-    return {"count": count}
+    return {"count": count, "dim": tuple(int(a) for a in np.atleast_1d(axes))}
 
 
 def _root_scope(ops) -> str | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from nantrap.analyze.interval import Interval
 from nantrap.analyze.transfer import Ctx
 from nantrap.ops import get_op
@@ -55,7 +53,3 @@ def _outside(x: Interval, dom) -> str:
     if x.lo < dom.lo or (dom.lo_open and x.lo == dom.lo):
         return f"{'<=' if dom.lo_open else '<'} {dom.lo:g}"
     return f"{'>=' if dom.hi_open else '>'} {dom.hi:g}"
-
-
-def finite_or(x: float, default: float) -> float:
-    return x if math.isfinite(x) else default

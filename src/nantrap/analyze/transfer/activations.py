@@ -144,3 +144,17 @@ def log_softmax(ctx: Ctx, x: Interval) -> Interval:
     n = ctx.dim_size(0, _axis(ctx)) or 2
     s = x.width
     return Interval(-(s + math.log(n)) if s != INF else -INF, 0.0)
+
+
+def _hardsigmoid(v: float) -> float:
+    return min(max(v + 3.0, 0.0), 6.0) / 6.0
+
+
+@transfer("hardsigmoid", ref=lambda x: np.clip(x + 3.0, 0.0, 6.0) / 6.0)
+def hardsigmoid(ctx: Ctx, x: Interval) -> Interval:
+    return increasing(x, _hardsigmoid)
+
+
+@transfer("hardswish", ref=lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0)
+def hardswish(ctx: Ctx, x: Interval) -> Interval:
+    return convex(x, lambda v: v * _hardsigmoid(v) if math.isfinite(v) else max(v, 0.0), at=-1.5)

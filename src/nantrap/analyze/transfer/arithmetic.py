@@ -13,6 +13,7 @@ from nantrap.analyze.interval import (
     coordinatewise_increasing,
     coordinatewise_monotone,
     mul,
+    round_out,
 )
 from nantrap.analyze.transfer import Ctx, Example, transfer
 from nantrap.analyze.transfer._domain import check_domain, grad_pole
@@ -20,35 +21,45 @@ from nantrap.analyze.transfer.elementwise import inverse
 
 INF = math.inf
 TWO = Example(shapes=((4,), (4,)))
+IEEE = 0  # +, -, *, / are correctly rounded: the grid rounding is the whole error
 
 
-def _scaled(x: Interval, alpha: float) -> Interval:
-    return x if alpha == 1 else coordinatewise_monotone(x, Interval.point(alpha), mul)
+def _scaled(ctx: Ctx, x: Interval, alpha: float) -> Interval:
+    """``alpha * x``, rounded to the dtype on its own (it is a separate rounding step)."""
+    if alpha == 1:
+        return x
+    return round_out(coordinatewise_monotone(x, Interval.point(alpha), mul), ctx.fmt)
 
 
-@transfer("add", ref=lambda a, b, alpha=1: a + alpha * b, example=TWO)
+@transfer("add", ref=lambda a, b, alpha=1: a + alpha * b, ulps=IEEE, example=TWO)
 def add(ctx: Ctx, a: Interval, b: Interval) -> Interval:
-    return coordinatewise_increasing(a, _scaled(b, ctx.attr("alpha", 1)), operator.add)
+    return coordinatewise_increasing(a, _scaled(ctx, b, ctx.attr("alpha", 1)), operator.add)
 
 
-@transfer("bias_add", ref=np.add, example=TWO)
+@transfer("bias_add", ref=np.add, ulps=IEEE, example=TWO)
 def bias_add(ctx: Ctx, a: Interval, b: Interval) -> Interval:
     return coordinatewise_increasing(a, b, operator.add)
 
 
-@transfer("sub", ref=lambda a, b, alpha=1: a - alpha * b, example=TWO)
+@transfer("sub", ref=lambda a, b, alpha=1: a - alpha * b, ulps=IEEE, example=TWO)
 def sub(ctx: Ctx, a: Interval, b: Interval) -> Interval:
-    return coordinatewise_increasing(a, -_scaled(b, ctx.attr("alpha", 1)), operator.add)
+    out = coordinatewise_increasing(a, -_scaled(ctx, b, ctx.attr("alpha", 1)), operator.add)
+    extreme = ctx.attr("own_extreme")  # the interpreter saw ``a - amax(a)`` / ``a - amin(a)``
+    if extreme == "max":
+        return Interval(min(out.lo, 0.0), 0.0)
+    if extreme == "min":
+        return Interval(0.0, max(out.hi, 0.0))
+    return out
 
 
-@transfer("mul", ref=np.multiply, example=TWO)
+@transfer("mul", ref=np.multiply, ulps=IEEE, example=TWO)
 def mul_(ctx: Ctx, a: Interval, b: Interval) -> Interval:
     if ctx.attr("same_input"):  # x * x is a square, not any product of two values in x
         return convex(a, lambda v: v * v, at=0.0)
     return coordinatewise_monotone(a, b, mul)
 
 
-@transfer("div", ref=np.divide, example=TWO)
+@transfer("div", ref=np.divide, ulps=IEEE, example=TWO)
 def div(ctx: Ctx, a: Interval, b: Interval) -> Interval:
     check_domain(ctx, "div", b, arg=1)
     return coordinatewise_monotone(a, inverse(b), mul)

@@ -58,7 +58,7 @@ def sinh(ctx: Ctx, x: Interval) -> Interval:
     return increasing(x, lambda v: math.copysign(INF, v) if abs(v) > 710 else math.sinh(v))
 
 
-@transfer("sqrt", ref=np.sqrt)
+@transfer("sqrt", ref=np.sqrt, ulps=0)  # IEEE: correctly rounded
 def sqrt(ctx: Ctx, x: Interval) -> Interval | None:
     inside = check_domain(ctx, "sqrt", x)
     if inside is None:
@@ -73,7 +73,7 @@ def rsqrt(ctx: Ctx, x: Interval) -> Interval | None:
     return decreasing(inside, lambda v: INF if v == 0 else 1 / math.sqrt(v)) if inside else None
 
 
-@transfer("reciprocal", ref=np.reciprocal)
+@transfer("reciprocal", ref=np.reciprocal, ulps=0)
 def reciprocal(ctx: Ctx, x: Interval) -> Interval | None:
     check_domain(ctx, "reciprocal", x)
     return inverse(x)
@@ -90,7 +90,7 @@ def inverse(x: Interval) -> Interval:
     return Interval.unknown()
 
 
-@transfer("square", ref=np.square)
+@transfer("square", ref=np.square, ulps=0)
 def square(ctx: Ctx, x: Interval) -> Interval:
     return convex(x, lambda v: v * v, at=0.0)
 
@@ -157,3 +157,17 @@ def _periodic(f, peak: float):
 
 transfer("sin", ref=np.sin, example=Example(domain=(-1e4, 1e4)))(_periodic(math.sin, math.pi / 2))
 transfer("cos", ref=np.cos, example=Example(domain=(-1e4, 1e4)))(_periodic(math.cos, 0.0))
+
+
+@transfer("round", ref=np.floor, exact=True)
+def round_(ctx: Ctx, x: Interval) -> Interval:
+    """Every rounding mode moves a value by less than 1 toward an integer."""
+    return Interval(
+        math.floor(x.lo) if math.isfinite(x.lo) else x.lo,
+        math.ceil(x.hi) if math.isfinite(x.hi) else x.hi,
+    )
+
+
+@transfer("sign", ref=np.sign, exact=True)
+def sign(ctx: Ctx, x: Interval) -> Interval:
+    return increasing(x, lambda v: float((v > 0) - (v < 0)))

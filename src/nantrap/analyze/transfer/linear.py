@@ -25,7 +25,7 @@ def _scale(a: np.ndarray, v: float) -> np.ndarray:
     return a * v
 
 
-def rows_bound(ctx: Ctx, x: Interval, pos: np.ndarray, neg: np.ndarray, bias=None) -> Interval:
+def rows_bound(x: Interval, pos: np.ndarray, neg: np.ndarray, bias=None) -> Interval:
     """Hull over rows of ``w . x + b`` given per-row sums of the positive/negative weights."""
     with np.errstate(invalid="ignore"):
         lo = _scale(pos, x.lo) + _scale(neg, x.hi)
@@ -34,21 +34,16 @@ def rows_bound(ctx: Ctx, x: Interval, pos: np.ndarray, neg: np.ndarray, bias=Non
             lo, hi = lo + bias, hi + bias
     lo = np.nan_to_num(lo, nan=-INF, posinf=INF, neginf=-INF)
     hi = np.nan_to_num(hi, nan=INF, posinf=INF, neginf=-INF)
-    out = Interval(float(lo.min()), float(hi.max()))
-    k_total = float((pos - neg).max()) * x.magnitude if x.is_finite else INF
-    return widen(out, slack(ctx, _k_of(pos), k_total))
-
-
-def _k_of(pos: np.ndarray) -> int:
-    return int(pos.shape[-1]) if pos.ndim else 1
+    return Interval(float(lo.min()), float(hi.max()))
 
 
 def _affine(ctx: Ctx, x: Interval, w: np.ndarray, axis: int, bias=None) -> Interval:
     """Rows are reduced along ``axis`` of the known weight ``w``."""
-    pos = np.maximum(w, 0).sum(axis=axis, dtype=np.float64)
-    neg = np.minimum(w, 0).sum(axis=axis, dtype=np.float64)
+    total = w.sum(axis=axis, dtype=np.float64)
+    size = np.abs(w).sum(axis=axis, dtype=np.float64)
+    pos, neg = (size + total) / 2, (total - size) / 2  # sum(w+), sum(w-) in two passes
     b = None if bias is None else _bias_for(bias, pos)
-    out = rows_bound(ctx, x, pos, neg, b)
+    out = rows_bound(x, pos, neg, b)
     k = w.shape[axis] if w.ndim else 1
     return widen(out, slack(ctx, k, float((pos - neg).max()) * x.magnitude))
 
@@ -66,7 +61,7 @@ def _generic(ctx: Ctx, a: Interval, b: Interval, k: int) -> Interval:
     return widen(out, slack(ctx, k, k * one.magnitude))
 
 
-def _plus(x: Interval, bias: Interval | None, ctx: Ctx, i: int, beta: float = 1.0) -> Interval:
+def _plus(x: Interval, bias: Interval | None, beta: float = 1.0) -> Interval:
     if bias is None:
         return x
     b = bias if beta == 1 else coordinatewise_monotone(bias, Interval.point(beta), mul)
@@ -95,7 +90,7 @@ def matmul(ctx: Ctx, a: Interval, b: Interval, bias: Interval | None = None) -> 
         out = _generic(ctx, a, b, k or _k_from_b(ctx, tb))
     if alpha != 1:
         out = coordinatewise_monotone(out, Interval.point(alpha), mul)
-    return _plus(out, bias, ctx, 2, beta)
+    return _plus(out, bias, beta)
 
 
 def _k_from_b(ctx: Ctx, tb: bool) -> int:
@@ -116,10 +111,10 @@ def linear(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Int
         return (
             _affine(ctx, x, wv, axis=-1, bias=bv)
             if bv is not None or b is None
-            else _plus(_affine(ctx, x, wv, axis=-1), b, ctx, 2)
+            else _plus(_affine(ctx, x, wv, axis=-1), b)
         )
     k = (ctx.shape(1) or (None, 1 << 30))[-1]
-    return _plus(_generic(ctx, x, w, k), b, ctx, 2)
+    return _plus(_generic(ctx, x, w, k), b)
 
 
 def _conv_ref(x, w, b):
@@ -143,20 +138,50 @@ def conv(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Inter
     if wv is None:
         shape = ctx.shape(1)
         k = math.prod(shape[1:]) if shape else 1 << 30
-        return _plus(_generic(ctx, x, w, k), b, ctx, 2)
+        return _plus(_generic(ctx, x, w, k), b)
     flat = wv.reshape(wv.shape[0], -1) if not ctx.attr("transposed") else _transposed(wv)
     if ctx.attr("transposed"):  # each output sums a subset of the kernel's terms
-        with np.errstate(invalid="ignore"):
-            lo_t = np.minimum(_scale(flat, x.lo), _scale(flat, x.hi))
-            hi_t = np.maximum(_scale(flat, x.lo), _scale(flat, x.hi))
-        lo = np.minimum(lo_t, 0).sum(axis=1)
-        hi = np.maximum(hi_t, 0).sum(axis=1)
-        if bv is not None:
-            lo, hi = lo + np.broadcast_to(bv, lo.shape), hi + np.broadcast_to(bv, hi.shape)
-        out = Interval(float(lo.min()), float(hi.max()))
-        return widen(out, slack(ctx, flat.shape[1], float(np.abs(flat).sum(1).max()) * x.magnitude))
+        return _subset_sums(ctx, x, flat, bv)
     out = _affine(ctx, x, flat, axis=-1, bias=bv)
-    return out if bv is not None or b is None else _plus(out, b, ctx, 2)
+    return out if bv is not None or b is None else _plus(out, b)
+
+
+def _conv_transpose_ref(x, w, b):
+    # 1-d transposed convolution: x (1, Cin, L), w (Cin, Cout, K) -> (Cout, L + K - 1)
+    _, cout, k = w.shape
+    out = np.zeros((cout, x.shape[-1] + k - 1))
+    for i in range(x.shape[-1]):
+        out[:, i : i + k] += np.einsum("c,cok->ok", x[0, :, i], w)
+    return out + b[:, None]
+
+
+@transfer(
+    "conv_transpose",
+    ref=_conv_transpose_ref,
+    example=Example(shapes=((1, 2, 5), (2, 3, 3), (3,)), consts=(1, 2)),
+)
+def conv_transpose(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Interval:
+    """Bounded by the sums of the negative and of the positive kernel terms per channel."""
+    wv, bv = ctx.const(1), ctx.const(2)
+    if wv is None:
+        shape = ctx.shape(1)
+        k = math.prod(shape) if shape else 1 << 30
+        return _plus(_generic(ctx, x | Interval.point(0.0), w, k), b)
+    return _subset_sums(ctx, x, _transposed(wv), bv)
+
+
+def _subset_sums(ctx: Ctx, x: Interval, flat: np.ndarray, bv) -> Interval:
+    with np.errstate(invalid="ignore"):
+        lo_t = np.minimum(_scale(flat, x.lo), _scale(flat, x.hi))
+        hi_t = np.maximum(_scale(flat, x.lo), _scale(flat, x.hi))
+    lo = np.minimum(lo_t, 0).sum(axis=1)
+    hi = np.maximum(hi_t, 0).sum(axis=1)
+    if bv is not None:
+        lo, hi = lo + np.broadcast_to(bv, lo.shape), hi + np.broadcast_to(bv, hi.shape)
+    out = Interval(
+        float(np.nan_to_num(lo, nan=-INF).min()), float(np.nan_to_num(hi, nan=INF).max())
+    )
+    return widen(out, slack(ctx, flat.shape[1], float(np.abs(flat).sum(1).max()) * x.magnitude))
 
 
 def _transposed(w: np.ndarray) -> np.ndarray:

@@ -17,7 +17,17 @@ from nantrap.analyze.transfer import Ctx, Example, transfer
 
 
 def _eps_check(ctx: Ctx, eps: float) -> None:
+    """Flag an eps the compute dtype cannot hold.
+
+    NB: the fused kernels of torch, ONNX (``stash_type``) and Keras normalize half-precision
+    inputs in float32, so only a float32 (or float64) eps that rounds to 0 is a hazard here;
+    a hand-written ``var + eps`` in float16 shows up as a division by 0 instead.
+    """
     fmt = ctx.fmt
+    if fmt is not None and fmt.bits == 16:
+        from nantrap.floats import FORMATS
+
+        fmt = FORMATS["float32"]
     if fmt is not None and 0 < eps < fmt.smallest_subnormal / 2:
         ctx.flag(
             "NT202",

@@ -46,8 +46,9 @@ def sum_(ctx: Ctx, x: Interval, *_axes: Interval | None) -> Interval:
         return Interval.unknown() if x != Interval.point(0.0) else x
     if ctx.fact(0, "simplex") and k == ctx.dim_size(0, -1) and _keeps_leading(ctx):
         return widen(Interval.point(1.0), slack(ctx, k, 1.0))
-    out = Interval(mul(k, x.lo), mul(k, x.hi))
-    return widen(out, slack(ctx, k, k * x.magnitude))
+    out = widen(Interval(mul(k, x.lo), mul(k, x.hi)), slack(ctx, k, k * x.magnitude))
+    least = ctx.attr("at_least")  # sum(exp(x - max(x))): the max term is exactly 1
+    return Interval(max(out.lo, least), max(out.hi, least)) if least is not None else out
 
 
 def _keeps_leading(ctx: Ctx) -> bool:
@@ -193,3 +194,30 @@ def bce(ctx: Ctx, p: Interval, t: Interval, *_rest: Interval | None) -> Interval
         input_hi=p.hi,
     )
     return Interval(0.0, 100.0 * max(1.0, t.magnitude))
+
+
+@transfer(
+    "regression_loss",
+    ref=lambda a, b: np.mean((a - b) ** 2),
+    example=Example(shapes=((4,), (4,)), out_shape=()),
+)
+def regression_loss(ctx: Ctx, a: Interval, b: Interval, *_rest: Interval | None) -> Interval:
+    """Squared error bounds the others (|d| <= d**2 for |d| >= 1; smooth-L1/Huber <= both)."""
+    d = max(abs(a.hi - b.lo), abs(b.hi - a.lo))
+    return Interval(0.0, max(d, d * d))
+
+
+@transfer(
+    "argmax", ref=lambda x, dim=-1: np.argmax(x, axis=dim).astype(float), exact=True, example=RED
+)
+def argmax(ctx: Ctx, x: Interval, *_rest: Interval | None) -> Interval:
+    n = ctx.numel(0)
+    return Interval(0.0, float(n - 1) if n else math.inf)
+
+
+@transfer("l2_loss", ref=lambda x: np.array((x * x).sum() / 2), example=Example(out_shape=()))
+def l2_loss(ctx: Ctx, x: Interval) -> Interval:
+    k = ctx.numel(0) or 1
+    least = 0.0 if 0 in x else min(x.lo * x.lo, x.hi * x.hi)
+    out = Interval(k * least / 2, k * x.magnitude**2 / 2)
+    return widen(out, slack(ctx, k, out.hi))

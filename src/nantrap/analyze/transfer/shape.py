@@ -70,3 +70,20 @@ def random(ctx: Ctx, *args: Interval | None) -> Interval:
         lo, hi = ctx.attr("low", ctx.attr("minval", 0.0)), ctx.attr("high", ctx.attr("maxval", 1.0))
         return Interval(float(lo), float(hi))
     return Interval(-6.0, 6.0)
+
+
+@transfer(
+    "one_hot",
+    ref=lambda ids, depth, on, off: np.where(np.arange(3)[None, :] == 0, on, off),
+    exact=True,
+    example=Example(shapes=((4,), (), (), ()), consts=(1, 2, 3)),
+)
+def one_hot(ctx: Ctx, ids: Interval, *rest: Interval | None) -> Interval:
+    """TF/ONNX pass on/off values (inputs 2 and 3); torch's one_hot is 0/1."""
+    values = [v for v in rest[1:] if v is not None]
+    if not values:
+        return Interval(0.0, 1.0)
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out

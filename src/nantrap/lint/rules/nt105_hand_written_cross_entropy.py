@@ -40,7 +40,7 @@ class HandWrittenCrossEntropy(Rule):
     """
 
     CODE = "NT105"
-    OPS = ("sum", "mean")
+    OPS = ("sum", "mean", "log")
     SUPERSEDES = ("NT101", "NT103")
     VALID = (
         "import torch\nl = -(y * torch.log_softmax(z, 1)).sum(1).mean()\n",
@@ -57,6 +57,9 @@ class HandWrittenCrossEntropy(Rule):
     )
 
     def check(self, call: OpCall) -> Iterator[Hit]:
+        if call.op == "log":
+            yield from self._nll(call)
+            return
         node, _ = call.operand(0, "input_tensor")
         if node is None:
             return
@@ -72,7 +75,7 @@ class HandWrittenCrossEntropy(Rule):
             known = v.kind in PROB or (v.kind == "one_minus" and v.base in PROB)
             if not known and (
                 v.kind
-                or fw not in ("torch", "tf", "keras", "jax")
+                or (fw not in ("torch", "tf", "keras", "jax") and not binary)
                 or not (call.negated or binary or _negated(node))
             ):
                 continue
@@ -88,6 +91,28 @@ class HandWrittenCrossEntropy(Rule):
                 evidence={"fw": fw},
             )
             return
+
+    def _nll(self, call: OpCall) -> Iterator[Hit]:
+        """-log(p[target]) / -log(p.gather(1, y)): the NLL of the target class by hand."""
+        node, v = call.operand(0, "input")
+        if node is None or v.guarded or not (call.negated and call.differentiable):
+            return
+        if v.kind and not (v.kind == "one_minus" and not v.base):
+            return
+        complement = (  # -log(1 - d): a GAN's generator loss on a discriminator output
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Sub)
+            and isinstance(node.left, ast.Constant)
+            and node.left.value == 1
+        )
+        if not (v.picked or complement):
+            return
+        what = "the probability picked for the target" if v.picked else "a probability"
+        yield call.hit(
+            f"negative log-likelihood written by hand: -log of {snippet(call, node)}, "
+            f"{what}, is inf as soon as it underflows to 0.0 (and its gradient 1/p with it)",
+            fix=f"use the loss on logits: {_LOSS.get(call.fw or '', _LOSS['torch'])}",
+        )
 
 
 def _negated(node: ast.AST) -> bool:

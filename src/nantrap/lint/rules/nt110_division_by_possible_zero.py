@@ -26,7 +26,7 @@ _SELF = ("norm", "sqsum", "nonnegsum", "std")
 
 def _normalizes(numerator: ast.AST, divisor: ast.AST, v) -> bool:
     """``x / x.norm()``, ``x / norm_fn(x)``, ``p / p.sum()``: x divided by its own size."""
-    key = ast.dump(numerator)
+    key = ast.unparse(numerator)
     candidates = [v.inner]
     if isinstance(divisor, ast.Call):
         candidates += divisor.args[:1]
@@ -35,7 +35,7 @@ def _normalizes(numerator: ast.AST, divisor: ast.AST, v) -> bool:
     for c in candidates:
         while isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and not c.args:
             c = c.func.value  # x.abs().sum(): look through .abs() / .float()
-        if c is not None and ast.dump(c) == key:
+        if c is not None and ast.unparse(c) == key:
             return True
     return False
 

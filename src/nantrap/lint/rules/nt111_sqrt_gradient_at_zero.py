@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from nantrap.lint._describe import what
 from nantrap.lint._rule import Example, Hit, OpCall, Rule
 
-_KINDS = ("sqsum", "square")  # of a difference: the distance of a point to itself
+_KINDS = ("sqsum", "square")
+# of a difference (the distance of a point to itself) or of a gradient (WGAN-GP's norm)
+_BASES = ("diff", "grad")
 _BETTER = {
     "torch": "torch.linalg.vector_norm(d) (its gradient at 0 is 0) or sqrt(x + eps)",
     "tf": "tf.sqrt(x + eps) (tf.norm has the same NaN gradient at 0)",
@@ -18,9 +20,10 @@ _BETTER = {
 
 class SqrtGradientAtZero(Rule):
     """What it does:
-        Finds ``sqrt`` (or ``x ** 0.5``) of a sum of squares, a variance, a square or a
-        relu/abs output on a gradient path (torch, TensorFlow, Keras, JAX; not inside
-        ``no_grad``), e.g. a Euclidean distance written by hand.
+        Finds ``sqrt`` (or ``x ** 0.5``) of a sum of squared differences (a Euclidean
+        distance written by hand) and of ``clamp(x, min=0)``, on a gradient path (torch,
+        TensorFlow, Keras, JAX; not inside ``no_grad``). A std computed from a variance is
+        left alone: ``torch.std`` has the same gradient at 0.
 
     Why is this bad?
         d sqrt(x)/dx = 1 / (2 sqrt(x)) is inf at x = 0; chained with the 0 gradient of
@@ -59,7 +62,7 @@ class SqrtGradientAtZero(Rule):
             if p.kind != "const" or not 0 < p.lo < 1:
                 return
         clamped_at_zero = v.kind == "clip" and v.lo == 0 and not v.guarded
-        if node is None or not (clamped_at_zero or (v.kind in _KINDS and v.base == "diff")):
+        if node is None or not (clamped_at_zero or (v.kind in _KINDS and v.base in _BASES)):
             return
         if v.guarded or not call.differentiable or call.in_guard or call.tested(node):
             return

@@ -21,9 +21,9 @@ _OVER = (
 
 class ExpOverflow(Rule):
     """What it does:
-        Finds ``exp`` (``expm1``, ``cosh``, ``sinh``) of a matmul/linear output or of
-        logits that were not shifted by their max, softmax written by hand
-        (``exp(x) / sum(exp(x))``), ``log(sum(exp(x)))`` and ``log(1 + exp(x))``.
+        Finds ``exp`` (``expm1``, ``cosh``, ``sinh``) of a matmul/linear output with no
+        max shift, softmax written by hand (``exp(x) / sum(exp(x))`` without
+        ``x - max(x)``), ``log(sum(exp(x)))`` and ``log(1 + exp(x))``.
 
     Why is this bad?
         float32 exp overflows to inf above 88.72 (float16: 11.09); inf / inf = NaN in the
@@ -73,8 +73,8 @@ class ExpOverflow(Rule):
             node, v = call.operand(0, "input")
             if node is None or v.half or call.in_guard or v.shifted or v.hi <= F32.exp_overflow:
                 return
-            if not v.unbounded:
-                return
+            if not v.unbounded or _starts_negated(node):
+                return  # exp(-z): the 1 / (1 + exp(-z)) of a sigmoid, which saturates to 0
             yield call.hit(
                 f"{call.op} of {snippet(call, node)}, a matmul/linear output with no bound: "
                 f"{_OVER}",
@@ -119,6 +119,12 @@ class ExpOverflow(Rule):
                 "log(inf) = inf",
                 fix="use logsumexp(x, dim) / tf.reduce_logsumexp(x, axis)",
             )
+
+
+def _starts_negated(node: ast.AST) -> bool:
+    while isinstance(node, ast.BinOp):
+        node = node.left
+    return isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
 
 
 def _softplus(call: OpCall, node: ast.AST) -> str | None:

@@ -11,7 +11,6 @@ _NEGATIVE = {
     "diff": "a difference",
     "linear": "a matmul/linear output",
     "tanh": "a tanh output",
-    "neg": "a negated value",
     "cos": "a cosine",
 }
 
@@ -51,8 +50,8 @@ class FractionalPowOfNegative(Rule):
         _, p = call.operand(1, "exponent")
         if node is None or p.kind != "const" or p.lo == int(p.lo):
             return
-        if call.in_guard or v.guarded or v.lo >= 0:
-            return
+        if call.in_guard or v.guarded or v.lo >= 0 or call.fw is None:
+            return  # plain Python numbers: ** raises or goes complex, no silent NaN
         if v.kind == "const" and v.lo < 0:
             yield call.hit(f"{num(v.lo)} ** {num(p.lo)}: a fractional power of a negative is NaN")
             return
