@@ -48,13 +48,6 @@ def _check(r, log_dir: Path) -> None:
     assert "NT103" in html and "train_custom_fn.py" in html
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="main's torch/autoguard.py:191 (and hf.py:88) call TorchGuard.observe_loss, which "
-    "guard.py no longer has (it is observe(loss=...)): every loss.backward() after the "
-    "optimizer is guarded raises AttributeError inside the user's script (fixed on the "
-    "run-report branch, not merged)",
-)
 def test_nantrap_run_names_the_custom_function_log(tmp_path):
     _check(*_run(tmp_path))
 
@@ -62,7 +55,7 @@ def test_nantrap_run_names_the_custom_function_log(tmp_path):
 @pytest.mark.skipif(
     not os.environ.get("NANTRAP_SLOW"),
     reason="torch.compile of the script takes ~75 s on this loaded 2-core CPU machine "
-    "(set NANTRAP_SLOW=1 to run; it passes on the run-report branch)",
+    "(set NANTRAP_SLOW=1 to run; it passed in ~75 s)",
 )
 def test_nantrap_run_with_torch_compile(tmp_path):
     _check(*_run(tmp_path, "--compile"))
