@@ -208,6 +208,25 @@ def test_bad_data_and_bad_parameters():
     )
     assert (d.code, d.category) == ("NT403", Category.BAD_DATA)
     assert d.evidence["tensor"] == "model.conv1.kernel" and "2 Inf of 640" in d.message
+    assert "BatchNorm" not in d.message
+
+
+def test_a_non_finite_batchnorm_running_stat_points_at_an_earlier_forward():
+    bn = OpRecord(
+        op="aten.native_batch_norm.default",
+        neutral_op="batch_norm",
+        phase=Phase.FORWARD,
+        module="model.bn",
+        dtype="float32",
+        inputs=(S(min=-1.0, max=1.0), S(min=-1.0, max=1.0), S(inf=8)),
+        outputs=(S(nan=4),),
+        producers=(None, None, None),
+        leaves=("input 0", "parameter model.bn.weight", "buffer model.bn.running_var"),
+    )
+    d = diagnose(bn)
+    assert d.code == "NT403" and d.evidence["tensor"] == "model.bn.running_var"
+    assert "an earlier step's forward put it there" in d.message
+    assert "lower the learning rate" in d.fix and "manual .data edit" not in d.fix
 
 
 def test_targets_out_of_range():

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nantrap.errors import BundleError
+from nantrap.errors import BundleError, ConfigError
 from nantrap.torch.bundle import capture_rng, load_bundle, replay, save_bundle, set_rng
 from nantrap.torch.localize import localize
 from tests.torch._models import SmallCNN, line_of
@@ -119,6 +119,20 @@ def test_corrupt_and_mismatched_bundles_raise_bundle_error(tmp_path):
 
     with pytest.raises(BundleError, match="no such bundle"):
         load_bundle(tmp_path / "absent.ntb")
+    with pytest.raises(BundleError, match="is a folder; give the bundle file"):
+        load_bundle(tmp_path)
+
+
+def test_replay_checks_its_arguments_before_running(tmp_path):
+    model, opt, x, y = _setup()
+    path = save_bundle(tmp_path / "b.ntb", model=model, optimizer=opt, inputs=x, targets=y)
+    with pytest.raises(ConfigError, match=r"loss_fn\(output, \*targets\), got NoneType"):
+        replay(path, model, None)
+    with pytest.raises(ConfigError, match=r"needs a torch\.nn\.Module, got str"):
+        replay(path, "model", _nll_of_probs)
+    untargeted = save_bundle(tmp_path / "n.ntb", model=model, optimizer=opt, inputs=x)
+    with pytest.raises(BundleError, match=r"n\.ntb: the bundle holds no targets.*targets=y"):
+        replay(untargeted, model, _nll_of_probs)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

@@ -99,3 +99,42 @@ def test_trace_is_not_reentrant_and_stop_is_idempotent():
     trace.stop()
     torch.ones(2).exp()
     assert all(e.op != "aten.exp.default" for e in trace.events)
+
+
+def test_written_arguments_are_read_before_the_op_and_become_its_outputs():
+    """BatchNorm updates running_var in place although its schema does not say so: the
+    input statistics are those before the op, the overflowed running_var is the op's
+    output, and later readers of the buffer point back at it (not at a bad leaf)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
+    with torch.no_grad():
+        model[0].weight.mul_(1e19)  # activations ~1e19: their variance overflows float32
+    with OpTrace(model) as trace:
+        model(torch.randn(16, 4)).sum().backward()
+    assert not torch.isfinite(model[1].running_var).all()
+    bn = next(e for e in trace.events if e.op == "aten.native_batch_norm.default")
+    assert all(s.finite for s in bn.inputs)  # running_var as it was before the op
+    assert not bn.outputs[-1].finite  # ...and as the op left it
+    assert bn.full_outputs and bn.full_outputs[-1].inf > 0
+    back = next(e for e in trace.events if e.op == "aten.native_batch_norm_backward.default")
+    assert back.producers[4] == bn.index
+    assert trace.origin_of([back.index]) is bn
+    # a declared in-place write (add_) is read before the op too
+    x = torch.tensor([1.0, 3e38])
+    with OpTrace() as trace:
+        x.add_(x)
+    (ev,) = trace.events
+    assert ev.inputs[0].finite and not ev.outputs[0].finite
+    assert trace.first_nonfinite() is ev
+
+
+def test_a_view_never_inherits_a_stale_entry():
+    """An alias op whose output key differs from its input's must not keep an older entry
+    under that key (a freed tensor's reused memory, or a view of data written since):
+    here the second view would read as finite and the sum be blamed."""
+    x = torch.ones(12)
+    with OpTrace() as trace:
+        x.view(3, 4)
+        x.copy_(torch.zeros(12).log())  # x is now -inf, written through another view
+        total = x.view(3, 4).sum()
+    assert trace.origin([total]).op == "aten.log.default"

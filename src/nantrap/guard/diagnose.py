@@ -149,6 +149,9 @@ def diagnose(record: OpRecord, *, step: int | None = None, rank: int | None = No
 # --- rules, in order --------------------------------------------------------------------
 
 
+_RUNNING_STATS = (".running_var", ".running_mean", ".moving_variance", ".moving_mean")
+
+
 @rule
 def _bad_leaf(rec: OpRecord) -> _Verdict | None:
     """A non-finite tensor that no traced op produced: the batch (NT401) or the state (NT403)."""
@@ -159,11 +162,25 @@ def _bad_leaf(rec: OpRecord) -> _Verdict | None:
         counts = _counts(s)
         if leaf and leaf.split()[0] in ("parameter", "buffer"):
             name = leaf.split(maxsplit=1)[1]
+            message = f"{leaf} already holds {counts} before this step; it reaches "
+            message += f"{rec.where()} as input {i}"
+            fix = None
+            if name.endswith(_RUNNING_STATS):
+                # NB: BatchNorm writes these in every training forward: an earlier step did
+                message += (
+                    "; BatchNorm writes its running statistics in every training forward, so "
+                    "an earlier step's forward put it there (activations whose variance "
+                    "overflowed: weights grown by too high a learning rate)"
+                )
+                fix = (
+                    "Roll back to a finite state (nantrap's rollback does this) and lower the "
+                    "learning rate; check the activations feeding this BatchNorm."
+                )
             return _Verdict(
                 "NT403",
-                f"{leaf} already holds {counts} before this step; it reaches "
-                f"{rec.where()} as input {i}",
+                message,
                 {"tensor": name, "stats": s.to_dict()},
+                fix=fix,
                 phase=Phase.FORWARD,
             )
         what = "the model input" if leaf and leaf.startswith("input") else "a data tensor"

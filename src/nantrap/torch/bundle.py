@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nantrap.errors import BundleError
+from nantrap.errors import BundleError, ConfigError
 from nantrap.findings import Diagnosis, Finding
 
 __all__ = ["Bundle", "load_bundle", "replay", "save_bundle"]
@@ -144,6 +144,8 @@ def save_bundle(
 def load_bundle(path: str | Path, *, map_location: Any = "cpu") -> Bundle:
     """Read and verify a bundle; BundleError names the file and the broken part."""
     path = Path(path)
+    if path.is_dir():
+        raise BundleError(f"{path}: is a folder; give the bundle file in it (bundle-step*.ntb)")
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle file")
     try:
@@ -193,6 +195,13 @@ def replay(
     """
     from nantrap.torch.localize import localize
 
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"replay(model=...) needs a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise ConfigError(
+            f"replay(loss_fn=...) needs a callable loss_fn(output, *targets), "
+            f"got {type(loss_fn).__name__}"
+        )
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     try:
@@ -212,7 +221,16 @@ def replay(
 
     def run_step() -> torch.Tensor:
         out = twin(**inputs) if isinstance(inputs, dict) else twin(*args)
-        loss = loss_fn(out, *extra)
+        try:
+            loss = loss_fn(out, *extra)
+        except TypeError as exc:
+            if extra:
+                raise
+            raise BundleError(
+                f"{bundle.path}: the bundle holds no targets, and loss_fn(output) failed "
+                f"({exc}); let the guard see them (opt.step(targets=y) or "
+                "opt.guard.observe(loss, targets=y)), or pass a loss_fn of the output alone"
+            ) from None
         loss.backward()
         return loss
 

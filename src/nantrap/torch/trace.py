@@ -516,7 +516,15 @@ class OpTrace:
             self._tensors[key] = entry
         return entry
 
-    def _record(self, func: Any, args: tuple, kwargs: dict, out: Any, error: str | None) -> None:
+    def _record(
+        self,
+        func: Any,
+        args: tuple,
+        kwargs: dict,
+        out: Any,
+        error: str | None,
+        written: tuple[torch.Tensor, ...] = (),
+    ) -> None:
         call = OpCall(func, args, kwargs, out)
         handler = self._handlers.get(func.overloadpacket)
         if handler is not None:
@@ -545,6 +553,10 @@ class OpTrace:
             out_summaries = [_UNKNOWN_FINITE] * len(outs)
         else:
             out_summaries = [summarize(o) for o in outs]
+        # NB: arguments the op writes (batch_norm's running stats) are outputs too
+        extra = [w for w in written if not any(w is o for o in outs)] if error is None else []
+        outs += extra
+        out_summaries += [summarize(w) for w in extra]
 
         node = _current_node()
         forward = self._nodes.get(id(node)) if node is not None else None
@@ -591,17 +603,21 @@ class OpTrace:
         if call.full_stats or suspicious or leaf_bad or error is not None:
             # NB: an in-place op's first argument now holds its output, not its input
             mutated = {0} if _inplace(func) else set()
+            mutated |= {i for i, t in enumerate(tensors) if any(t is w for w in written)}
             ev.full_inputs = tuple(
                 None if i in call.overwrites or i in mutated else tensor_stats(t)
                 for i, t in enumerate(tensors)
             )
             ev.full_outputs = tuple(tensor_stats(o) for o in outs)
         self.events.append(ev)
-        alias = str(func).split(".")[1] in _ALIASES
+        # NB: an alias with its input's key is the same data seen the same way (autograd's
+        # detach to save a result): keep the producer. Any other entry under the key is
+        # stale (a freed tensor's memory reused, or another view written since).
+        same_view = {_key(t) for t in tensors[:1]} if str(func).split(".")[1] in _ALIASES else ()
         for o, s in zip(outs, out_summaries, strict=True):
             key = _key(o)
-            if alias and key in self._tensors:
-                continue  # NB: same data, same view (autograd's detach to save a result)
+            if key in same_view and key in self._tensors:
+                continue
             self._tensors[key] = _Entry(index, s)
             if node is None and o.is_floating_point():
                 self._pending.append((weakref.ref(o), index, 0))
@@ -620,12 +636,15 @@ class _TraceMode(TorchDispatchMode):
             return func(*args, **kwargs)
         tracer = self.tracer
         tracer._resolve_pending()
+        written = _written(func, args, kwargs)
+        for t in written:
+            tracer._summary_of(t)  # NB: its value before the op overwrites it
         try:
             out = func(*args, **kwargs)
         except Exception as exc:
             tracer._record(func, args, kwargs, None, error=f"{type(exc).__name__}: {exc}")
             raise
-        tracer._record(func, args, kwargs, out, error=None)
+        tracer._record(func, args, kwargs, out, error=None, written=written)
         return out
 
 
@@ -664,6 +683,34 @@ def _key(t: torch.Tensor) -> tuple:
 
 # NB: private torch API (present since torch 2.1); without it every op reads as forward
 _current_node = getattr(torch._C, "_current_autograd_node", lambda: None)
+
+
+_WRITES: dict[Any, tuple[tuple[int, str], ...]] = {}
+# NB: these update the running stats in place though their schemas do not say so
+_UNDECLARED_WRITES = {
+    "aten::native_batch_norm": ((3, "running_mean"), (4, "running_var")),
+    "aten::cudnn_batch_norm": ((3, "running_mean"), (4, "running_var")),
+    "aten::miopen_batch_norm": ((3, "running_mean"), (4, "running_var")),
+}
+
+
+def _written(func: Any, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
+    """The tensor arguments ``func`` writes in place, per its schema (``Tensor(a!)``)."""
+    slots = _WRITES.get(func)
+    if slots is None:
+        schema = func._schema
+        slots = _UNDECLARED_WRITES.get(schema.name) or tuple(
+            (i, a.name)
+            for i, a in enumerate(schema.arguments)
+            if a.alias_info is not None and a.alias_info.is_write
+        )
+        _WRITES[func] = slots
+    found = []
+    for i, name in slots:
+        value = args[i] if i < len(args) else kwargs.get(name)
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+    return tuple(found)
 
 
 def _inplace(func: Any) -> bool:
