@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "demo"
-HELP = "run the seed's NaN traps on synthetic data, plain and then guarded (about 30 s)"
+HELP = "run the seed's NaN traps on synthetic data, plain and then guarded"
 ORDER = 1
 
 
