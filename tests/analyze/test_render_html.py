@@ -138,8 +138,8 @@ def test_split_precondition():
         "Safe (for these weights) while x in [-1, 1]. For the given input ranges it is safe",
     )
     assert split_precondition("clamp it") == ("clamp it", None)
-    assert split_precondition("x. No input range or weight bound removes it: design")[1] == (
-        "No input range or weight bound removes it: design"
+    assert split_precondition("x. The search found no input range or weight bound: design")[1] == (
+        "The search found no input range or weight bound: design"
     )
 
 

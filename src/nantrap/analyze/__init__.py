@@ -304,8 +304,8 @@ def _with_precondition(
             )
     if not notes:
         notes.append(
-            " No input range or weight bound removes it: it comes from the design "
-            "(change the layer, not the data)."
+            " The search found no input range or weight bound that removes it: treat it "
+            "as a design problem (change the layer, not the data)."
         )
     return _amend(finding, "".join(notes), evidence)
 

@@ -43,7 +43,7 @@ margin:10px 0}.explain pre{white-space:pre-wrap}
 _PRECONDITION_STARTS = (
     " Safe (for these weights) while",
     " For the given input ranges it is safe",
-    " No input range or weight bound removes it",
+    " The search found no input range or weight bound",
 )
 _SHOWN_ELSEWHERE = {"path", "safe_inputs", "safe_weight_bound", "parameters"}
 _RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
