@@ -94,13 +94,6 @@ def test_a_guarded_model_can_still_be_copied_and_saved():
     assert same(list(twin.state_dict().values()), list(model.state_dict().values()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the guard takes its first snapshot in TorchGuard.__init__ (guard.py); a checkpoint "
-    "loaded AFTER nt.guard (model.load_state_dict + opt.load_state_dict, the usual resume) is "
-    "not in it: a rollback before the next snapshot restores the random init and an empty "
-    "optimizer state, silently discarding the checkpoint",
-)
 def test_rollback_after_resuming_a_checkpoint_returns_to_the_checkpoint():
     trained, plain = _trained(False, steps=5)
     ckpt = copy.deepcopy({"model": trained.state_dict(), "opt": plain.state_dict()})
@@ -133,3 +126,15 @@ def test_large_but_finite_weights_are_not_corrupt_state():
     assert torch.isfinite(loss)
     opt.step()
     assert not opt.diagnoses, [d.message for d in opt.diagnoses]
+
+
+def test_rollback_after_a_mid_run_resume_returns_to_the_loaded_checkpoint():
+    trained, plain = _trained(False, steps=5)
+    ckpt = copy.deepcopy({"model": trained.state_dict(), "opt": plain.state_dict()})
+    model, opt = _trained(True, steps=3, seed=1)  # snapshots of this run's own state
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["opt"])
+    x, y = batches(1)[0]
+    loop_step(model, opt, x, y, poison=True)
+    assert [d.action for d in opt.diagnoses] == ["rolled-back"]
+    assert same(state(model, opt), state(trained, plain))

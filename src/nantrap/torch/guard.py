@@ -158,9 +158,9 @@ class TorchGuard:
             optimizer=self.base_class.__name__,
             argv=sys.argv,
         )
-        self.step_state.save(host_rng=True)
-        self.engine.take_snapshot(self._capture())
-        self.copier.synchronize()  # user code may change the weights before the first step
+        # the first snapshot is taken at the first step (``_begin``), not here: a checkpoint
+        # loaded after ``guard`` (the usual resume) must be what a rollback returns to
+        self._snapshot_pending = True
         # the "end" record is written on unguard/close, or when the guard is collected
         self._finalizer = weakref.finalize(self, _end_run, self.engine)
 
@@ -260,11 +260,21 @@ class TorchGuard:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.engine.load_state_dict(state["engine"])
+        self._snapshot_pending = not len(self.engine.ring)
         self.config = self.engine.config
         self._versions = state.get("versions")
         self.bundles = [Path(p) for p in state.get("bundles", [])]
         if self.early is not None and state.get("early") is not None:
             self.early.load_state_dict(state["early"])
+
+    def state_loaded(self) -> None:
+        """The training state was replaced (``opt.load_state_dict``/``model.load_state_dict``,
+        a resume): the snapshots hold what was there before, so they are dropped and the
+        first snapshot is retaken at the start of the next step."""
+        self.engine.forget_snapshots()
+        self._snapshot_pending = True
+        self._versions = None
+        self.probe.load_state_dict({})
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -308,7 +318,11 @@ class TorchGuard:
         if not self._fresh:
             self._fresh = True
             self.copier.fence()  # the last snapshot's copies read the buffer backup
-            self.step_state.save(host_rng=self.engine.snapshot_due())
+            first = self._snapshot_pending
+            self.step_state.save(host_rng=first or self.engine.snapshot_due())
+            if first:
+                self._snapshot_pending = False
+                self.engine.take_snapshot(self._capture())
 
     def _on_forward(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         if not (module.training and torch.is_grad_enabled()):
