@@ -78,14 +78,6 @@ def test_unguard_restores_the_plain_optimizer_and_model():
     nt.unguard(again)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guard.py registers bound methods of TorchGuard as model hooks "
-    "(model.register_forward_pre_hook(self._on_forward)), and TorchGuard holds a lambda and "
-    "non-leaf tensors: torch.save(model) fails (can't pickle TorchGuard.__init__.<locals>."
-    "<lambda>) and after one step copy.deepcopy(model) / swa_utils.AveragedModel(model) "
-    "fail (deepcopy of a non-leaf tensor)",
-)
 def test_a_guarded_model_can_still_be_copied_and_saved():
     model, _ = _trained(True)
     twin = copy.deepcopy(model)  # EMA / best-model copies
@@ -138,3 +130,18 @@ def test_rollback_after_a_mid_run_resume_returns_to_the_loaded_checkpoint():
     loop_step(model, opt, x, y, poison=True)
     assert [d.action for d in opt.diagnoses] == ["rolled-back"]
     assert same(state(model, opt), state(trained, plain))
+
+
+def test_loading_only_the_model_weights_mid_run_is_what_a_rollback_returns_to():
+    trained, _ = _trained(False, steps=5)
+    model, opt = _trained(True, steps=3, seed=1)
+    model.load_state_dict(trained.state_dict())  # e.g. back to the best weights
+    before = state(model, opt)
+    twin = copy.deepcopy(model)  # a copy's forward does not feed the guard
+    twin(batches(1)[0][0])
+    assert not opt.guard._inputs
+    x, y = batches(1)[0]
+    loop_step(model, opt, x, y, poison=True)
+    assert [d.action for d in opt.diagnoses] == ["rolled-back"]
+    assert same(state(model, opt), before)
+    assert same(list(model.state_dict().values()), list(trained.state_dict().values()))

@@ -146,7 +146,10 @@ class TorchGuard:
         self._warned_stopped = False
         self._hooks = []
         if model is not None:
-            self._hooks.append(model.register_forward_pre_hook(self._on_forward, with_kwargs=True))
+            self._hooks += [
+                model.register_forward_pre_hook(_Hook(self, "_on_forward"), with_kwargs=True),
+                model.register_load_state_dict_post_hook(_Hook(self, "_on_model_loaded")),
+            ]
         self.early = self._make_early_warnings()
         optimizer._nantrap_guard = self
         optimizer.__class__ = guarded_class(self.base_class)
@@ -275,6 +278,9 @@ class TorchGuard:
         self._snapshot_pending = True
         self._versions = None
         self.probe.load_state_dict({})
+
+    def _on_model_loaded(self, module: torch.nn.Module, incompatible: Any) -> None:
+        self.state_loaded()
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -684,6 +690,30 @@ class TorchGuard:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+class _Hook:
+    """A model hook that calls ``guard.<method>`` through a weak reference. The model does
+    not keep the guard alive, and copies of the model (``copy.deepcopy``, EMA/SWA
+    averages, ``torch.save``/``pickle``) get a hook that does nothing: the guard watches
+    its own model, not its copies."""
+
+    __slots__ = ("_method", "_ref")
+
+    def __init__(self, guard: TorchGuard | None, method: str):
+        self._ref = weakref.ref(guard) if guard is not None else None
+        self._method = method
+
+    def __call__(self, *args: Any) -> None:
+        guard = self._ref() if self._ref is not None else None
+        if guard is not None:
+            getattr(guard, self._method)(*args)
+
+    def __deepcopy__(self, memo: dict) -> _Hook:
+        return _Hook(None, self._method)
+
+    def __reduce__(self) -> tuple:
+        return (_Hook, (None, self._method))
 
 
 def _as_list(value: Any) -> list[Any]:
