@@ -78,6 +78,8 @@ def guard(
         from nantrap.errors import ConfigError
 
         raise ConfigError("this optimizer is already guarded (call nantrap.torch.unguard first)")
+    _check_model(model)
+    _check_scaler(scaler)
     config = GuardConfig.from_options(policy=policy, log_dir=log_dir, **options)
     TorchGuard(optimizer, model, config, scheduler=scheduler, scaler=scaler)
     return optimizer
@@ -145,22 +147,32 @@ class TorchGuard:
         self._sampled = False  # early warnings sampled this step: its ranges go on record
         self._warned_stopped = False
         self._hooks = []
+        self.early = None
+        # what can fail (the event log's folder) comes before anything of the user's changes
+        try:
+            self.engine.start(
+                model=type(_plain_model(model)).__name__ if model is not None else None,
+                optimizer=self.base_class.__name__,
+                argv=sys.argv,
+            )
+        except OSError as err:
+            from nantrap.errors import ConfigError
+
+            raise ConfigError(
+                f"guard option log_dir={config.log_dir!r}: cannot write the event log there "
+                f"({err.strerror or err})"
+            ) from err
+        self.early = self._make_early_warnings()
         if model is not None:
             self._hooks += [
                 model.register_forward_pre_hook(_Hook(self, "_on_forward"), with_kwargs=True),
                 model.register_load_state_dict_post_hook(_Hook(self, "_on_model_loaded")),
             ]
-        self.early = self._make_early_warnings()
         optimizer._nantrap_guard = self
         optimizer.__class__ = guarded_class(self.base_class)
         route_scheduler_patch(optimizer, functools.partial(guarded_step, optimizer))
         # fused optimizers let GradScaler skip the unscale; the guard needs unscaled grads
         self._amp_flag = optimizer.__dict__.pop("_step_supports_amp_scaling", None)
-        self.engine.start(
-            model=type(_plain_model(model)).__name__ if model is not None else None,
-            optimizer=self.base_class.__name__,
-            argv=sys.argv,
-        )
         # the first snapshot is taken at the first step (``_begin``), not here: a checkpoint
         # loaded after ``guard`` (the usual resume) must be what a rollback returns to
         self._snapshot_pending = True
@@ -714,6 +726,35 @@ class _Hook:
 
     def __reduce__(self) -> tuple:
         return (_Hook, (None, self._method))
+
+
+def _check_model(model: Any) -> None:
+    if model is not None and not isinstance(model, torch.nn.Module):
+        from nantrap.errors import ConfigError
+
+        raise ConfigError(
+            "nantrap.torch.guard: model must be a torch.nn.Module (the model the optimizer "
+            f"trains) or None, got {type(model).__name__} {_short(model)}"
+        )
+
+
+_SCALER_API = ("is_enabled", "get_scale", "scale", "unscale_", "update")
+
+
+def _check_scaler(scaler: Any) -> None:
+    missing = [name for name in _SCALER_API if not callable(getattr(scaler, name, None))]
+    if scaler is not None and missing:
+        from nantrap.errors import ConfigError
+
+        raise ConfigError(
+            "nantrap.torch.guard: scaler must be a torch.amp.GradScaler or None, got "
+            f"{type(scaler).__name__} {_short(scaler)} (no {', '.join(missing)})"
+        )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _as_list(value: Any) -> list[Any]:
