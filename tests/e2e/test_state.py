@@ -145,3 +145,18 @@ def test_loading_only_the_model_weights_mid_run_is_what_a_rollback_returns_to():
     assert [d.action for d in opt.diagnoses] == ["rolled-back"]
     assert same(state(model, opt), before)
     assert same(list(model.state_dict().values()), list(trained.state_dict().values()))
+
+
+def test_a_rollback_that_loads_a_tracked_module_keeps_the_snapshots():
+    torch.manual_seed(0)
+    model = Net()
+    ema = torch.optim.swa_utils.AveragedModel(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    opt = nt.guard(opt, model, early_warnings=0, scheduler=[ema, model])  # odd, but allowed
+    data = batches(3)
+    loop_step(model, opt, *data[0])
+    ema.update_parameters(model)
+    for _ in range(2):  # the first rollback loads model's state: the snapshot must survive it
+        loop_step(model, opt, *data[1], poison=True)
+    assert [d.action for d in opt.diagnoses] == ["rolled-back", "rolled-back"]
+    assert opt.guard.engine.ring.latest.restores == 2  # the same snapshot, not a retaken one

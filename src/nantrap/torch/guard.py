@@ -146,6 +146,10 @@ class TorchGuard:
         self._trace_left = 0
         self._sampled = False  # early warnings sampled this step: its ranges go on record
         self._warned_stopped = False
+        # the first snapshot is taken at the first step (``_begin``), not here: a checkpoint
+        # loaded after ``guard`` (the usual resume) must be what a rollback returns to
+        self._snapshot_pending = True
+        self._restoring = False  # a rollback is putting a snapshot back
         self._hooks = []
         self.early = None
         # what can fail (the event log's folder) comes before anything of the user's changes
@@ -173,9 +177,6 @@ class TorchGuard:
         route_scheduler_patch(optimizer, functools.partial(guarded_step, optimizer))
         # fused optimizers let GradScaler skip the unscale; the guard needs unscaled grads
         self._amp_flag = optimizer.__dict__.pop("_step_supports_amp_scaling", None)
-        # the first snapshot is taken at the first step (``_begin``), not here: a checkpoint
-        # loaded after ``guard`` (the usual resume) must be what a rollback returns to
-        self._snapshot_pending = True
         # the "end" record is written on unguard/close, or when the guard is collected
         self._finalizer = weakref.finalize(self, _end_run, self.engine)
 
@@ -285,7 +286,10 @@ class TorchGuard:
     def state_loaded(self) -> None:
         """The training state was replaced (``opt.load_state_dict``/``model.load_state_dict``,
         a resume): the snapshots hold what was there before, so they are dropped and the
-        first snapshot is retaken at the start of the next step."""
+        first snapshot is retaken at the start of the next step. (A rollback that loads a
+        tracked object's state is not a resume.)"""
+        if self._restoring:
+            return
         self.engine.forget_snapshots()
         self._snapshot_pending = True
         self._versions = None
@@ -680,14 +684,18 @@ class TorchGuard:
 
     def _restore_snapshot(self, snap: dict[str, Any]) -> None:
         self.copier.synchronize()  # the snapshot's host copies are complete
-        _snapshot.restore(
-            snap,
-            self.optimizer,
-            self.probe.params(),
-            model=self.model,
-            tracked=self.tracked,
-            scaler=self.scaler,
-        )
+        self._restoring = True
+        try:
+            _snapshot.restore(
+                snap,
+                self.optimizer,
+                self.probe.params(),
+                model=self.model,
+                tracked=self.tracked,
+                scaler=self.scaler,
+            )
+        finally:
+            self._restoring = False
 
     # -- early warnings --------------------------------------------------------------------
 
