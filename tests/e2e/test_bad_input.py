@@ -44,34 +44,18 @@ def test_guard_refuses_what_is_not_an_optimizer_or_a_policy():
     nt.unguard(opt)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guard.py guard(): model is not type-checked; a str model fails with a raw "
-    "AttributeError from torch/_snapshot.py (StepState.refresh: named_buffers)",
-)
 def test_guard_refuses_a_model_that_is_not_a_module():
     model = torch.nn.Linear(2, 1)
     with pytest.raises(ConfigError, match=r"nn\.Module"):
         nt.guard(_opt(model), "model")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guard.py TorchGuard.__init__: scaler is not checked; scaler=object() fails with "
-    "a raw AttributeError ('is_enabled') at guard.py",
-)
 def test_guard_refuses_a_scaler_that_is_not_a_grad_scaler():
     model = torch.nn.Linear(2, 1)
     with pytest.raises(ConfigError, match="GradScaler"):
         nt.guard(_opt(model), model, scaler=object())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a log_dir that is a file raises a raw FileExistsError from guard/events.py:69 "
-    "(mkdir) inside engine.start(), AFTER guard.py swapped the class and installed hooks: "
-    "the user's optimizer stays half-guarded and cannot be guarded again",
-)
 def test_a_log_dir_that_is_a_file_is_a_config_error_and_leaves_the_optimizer_alone(tmp_path):
     model = torch.nn.Linear(2, 1)
     opt = _opt(model)
@@ -141,3 +125,17 @@ def test_report_on_an_empty_folder_writes_nothing(tmp_path):
     r = run_nantrap("report", str(tmp_path))
     assert r.returncode == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_log_dir_that_cannot_be_written_leaves_the_optimizer_alone(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    opt = _opt(model)
+    (tmp_path / "notes").write_text("mine")
+    with pytest.raises(ConfigError, match=r"notes.*a file, not a folder \(.*notes is\)"):
+        nt.guard(opt, model, log_dir=tmp_path / "notes" / "run1")
+    (tmp_path / "run2" / "events.jsonl").mkdir(parents=True)  # the log file's name is taken
+    with pytest.raises(ConfigError, match=r"run2.*cannot write the event log there"):
+        nt.guard(opt, model, log_dir=tmp_path / "run2")
+    assert _untouched(opt, model)
+    assert (tmp_path / "notes").read_text() == "mine"
+    nt.unguard(nt.guard(opt, model, log_dir=tmp_path / "run3"))  # a good folder still works

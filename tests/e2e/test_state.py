@@ -78,14 +78,6 @@ def test_unguard_restores_the_plain_optimizer_and_model():
     nt.unguard(again)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guard.py registers bound methods of TorchGuard as model hooks "
-    "(model.register_forward_pre_hook(self._on_forward)), and TorchGuard holds a lambda and "
-    "non-leaf tensors: torch.save(model) fails (can't pickle TorchGuard.__init__.<locals>."
-    "<lambda>) and after one step copy.deepcopy(model) / swa_utils.AveragedModel(model) "
-    "fail (deepcopy of a non-leaf tensor)",
-)
 def test_a_guarded_model_can_still_be_copied_and_saved():
     model, _ = _trained(True)
     twin = copy.deepcopy(model)  # EMA / best-model copies
@@ -94,13 +86,6 @@ def test_a_guarded_model_can_still_be_copied_and_saved():
     assert same(list(twin.state_dict().values()), list(model.state_dict().values()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the guard takes its first snapshot in TorchGuard.__init__ (guard.py); a checkpoint "
-    "loaded AFTER nt.guard (model.load_state_dict + opt.load_state_dict, the usual resume) is "
-    "not in it: a rollback before the next snapshot restores the random init and an empty "
-    "optimizer state, silently discarding the checkpoint",
-)
 def test_rollback_after_resuming_a_checkpoint_returns_to_the_checkpoint():
     trained, plain = _trained(False, steps=5)
     ckpt = copy.deepcopy({"model": trained.state_dict(), "opt": plain.state_dict()})
@@ -133,3 +118,45 @@ def test_large_but_finite_weights_are_not_corrupt_state():
     assert torch.isfinite(loss)
     opt.step()
     assert not opt.diagnoses, [d.message for d in opt.diagnoses]
+
+
+def test_rollback_after_a_mid_run_resume_returns_to_the_loaded_checkpoint():
+    trained, plain = _trained(False, steps=5)
+    ckpt = copy.deepcopy({"model": trained.state_dict(), "opt": plain.state_dict()})
+    model, opt = _trained(True, steps=3, seed=1)  # snapshots of this run's own state
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["opt"])
+    x, y = batches(1)[0]
+    loop_step(model, opt, x, y, poison=True)
+    assert [d.action for d in opt.diagnoses] == ["rolled-back"]
+    assert same(state(model, opt), state(trained, plain))
+
+
+def test_loading_only_the_model_weights_mid_run_is_what_a_rollback_returns_to():
+    trained, _ = _trained(False, steps=5)
+    model, opt = _trained(True, steps=3, seed=1)
+    model.load_state_dict(trained.state_dict())  # e.g. back to the best weights
+    before = state(model, opt)
+    twin = copy.deepcopy(model)  # a copy's forward does not feed the guard
+    twin(batches(1)[0][0])
+    assert not opt.guard._inputs
+    x, y = batches(1)[0]
+    loop_step(model, opt, x, y, poison=True)
+    assert [d.action for d in opt.diagnoses] == ["rolled-back"]
+    assert same(state(model, opt), before)
+    assert same(list(model.state_dict().values()), list(trained.state_dict().values()))
+
+
+def test_a_rollback_that_loads_a_tracked_module_keeps_the_snapshots():
+    torch.manual_seed(0)
+    model = Net()
+    ema = torch.optim.swa_utils.AveragedModel(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    opt = nt.guard(opt, model, early_warnings=0, scheduler=[ema, model])  # odd, but allowed
+    data = batches(3)
+    loop_step(model, opt, *data[0])
+    ema.update_parameters(model)
+    for _ in range(2):  # the first rollback loads model's state: the snapshot must survive it
+        loop_step(model, opt, *data[1], poison=True)
+    assert [d.action for d in opt.diagnoses] == ["rolled-back", "rolled-back"]
+    assert opt.guard.engine.ring.latest.restores == 2  # the same snapshot, not a retaken one

@@ -99,6 +99,8 @@ class GuardConfig:
                 raise ConfigError(f"guard option {name}={getattr(self, name)!r}: use True or False")
         if self.log_dir is not None and not isinstance(self.log_dir, str):
             object.__setattr__(self, "log_dir", _path_text(self.log_dir))
+        if self.log_dir is not None:
+            _folder("log_dir", self.log_dir)
         object.__setattr__(self, "tensorboard", self._tensorboard_dir())
 
     def _tensorboard_dir(self) -> str | None:
@@ -134,6 +136,21 @@ class GuardConfig:
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> GuardConfig:
         return cls.from_options(**state)
+
+
+def _folder(name: str, path: str) -> None:
+    """``path`` is a folder or can become one: nothing on the way is a file."""
+    import os
+
+    at = path
+    while at and not os.path.exists(at):
+        parent = os.path.dirname(at)
+        if parent == at:
+            return
+        at = parent
+    if at and not os.path.isdir(at):
+        where = "" if at == path else f" ({at} is)"
+        raise ConfigError(f"guard option {name}={path!r}: a file, not a folder{where}")
 
 
 def _path_text(value: Any, name: str = "log_dir") -> str:

@@ -199,6 +199,10 @@ class GuardEngine:
             self.policy.progressed()
         return snap
 
+    def forget_snapshots(self) -> int:
+        """Drop every snapshot (the state they hold was replaced); returns how many."""
+        return self.ring.discard_after(-1)
+
     def classify(self, obs: Observation) -> Problem | Spike | None:
         """The step's most fundamental problem, a Spike, or None when it is clean."""
         if not obs.params_finite:

@@ -32,6 +32,12 @@ def _zero_grad(self: Any, set_to_none: bool = True) -> None:
     type(self).__mro__[1].zero_grad(self, set_to_none)
 
 
+def _load_state_dict(self: Any, state_dict: dict[str, Any]) -> None:
+    """Load as the plain class does, then tell the guard its snapshots are stale."""
+    type(self).__mro__[1].load_state_dict(self, state_dict)
+    self._nantrap_guard.state_loaded()
+
+
 def _reduce_ex(self: Any, protocol: int) -> Any:
     """Pickle / deepcopy as the plain optimizer class (the guard is not copied)."""
     return (_plain_optimizer, (type(self).__mro__[1], self.__getstate__()))
@@ -54,6 +60,7 @@ def guarded_class(cls: type) -> type:
             "__qualname__": f"{cls.__qualname__}[nantrap-guarded]",
             "step": guarded_step,
             "zero_grad": _zero_grad,
+            "load_state_dict": _load_state_dict,
             "__reduce_ex__": _reduce_ex,
             "guard": property(lambda self: self._nantrap_guard, doc="The TorchGuard."),
             "diagnoses": property(

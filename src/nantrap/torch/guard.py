@@ -78,6 +78,8 @@ def guard(
         from nantrap.errors import ConfigError
 
         raise ConfigError("this optimizer is already guarded (call nantrap.torch.unguard first)")
+    _check_model(model)
+    _check_scaler(scaler)
     config = GuardConfig.from_options(policy=policy, log_dir=log_dir, **options)
     TorchGuard(optimizer, model, config, scheduler=scheduler, scaler=scaler)
     return optimizer
@@ -144,23 +146,37 @@ class TorchGuard:
         self._trace_left = 0
         self._sampled = False  # early warnings sampled this step: its ranges go on record
         self._warned_stopped = False
+        # the first snapshot is taken at the first step (``_begin``), not here: a checkpoint
+        # loaded after ``guard`` (the usual resume) must be what a rollback returns to
+        self._snapshot_pending = True
+        self._restoring = False  # a rollback is putting a snapshot back
         self._hooks = []
-        if model is not None:
-            self._hooks.append(model.register_forward_pre_hook(self._on_forward, with_kwargs=True))
+        self.early = None
+        # what can fail (the event log's folder) comes before anything of the user's changes
+        try:
+            self.engine.start(
+                model=type(_plain_model(model)).__name__ if model is not None else None,
+                optimizer=self.base_class.__name__,
+                argv=sys.argv,
+            )
+        except OSError as err:
+            from nantrap.errors import ConfigError
+
+            raise ConfigError(
+                f"guard option log_dir={config.log_dir!r}: cannot write the event log there "
+                f"({err.strerror or err})"
+            ) from err
         self.early = self._make_early_warnings()
+        if model is not None:
+            self._hooks += [
+                model.register_forward_pre_hook(_Hook(self, "_on_forward"), with_kwargs=True),
+                model.register_load_state_dict_post_hook(_Hook(self, "_on_model_loaded")),
+            ]
         optimizer._nantrap_guard = self
         optimizer.__class__ = guarded_class(self.base_class)
         route_scheduler_patch(optimizer, functools.partial(guarded_step, optimizer))
         # fused optimizers let GradScaler skip the unscale; the guard needs unscaled grads
         self._amp_flag = optimizer.__dict__.pop("_step_supports_amp_scaling", None)
-        self.engine.start(
-            model=type(_plain_model(model)).__name__ if model is not None else None,
-            optimizer=self.base_class.__name__,
-            argv=sys.argv,
-        )
-        self.step_state.save(host_rng=True)
-        self.engine.take_snapshot(self._capture())
-        self.copier.synchronize()  # user code may change the weights before the first step
         # the "end" record is written on unguard/close, or when the guard is collected
         self._finalizer = weakref.finalize(self, _end_run, self.engine)
 
@@ -260,11 +276,27 @@ class TorchGuard:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.engine.load_state_dict(state["engine"])
+        self._snapshot_pending = not len(self.engine.ring)
         self.config = self.engine.config
         self._versions = state.get("versions")
         self.bundles = [Path(p) for p in state.get("bundles", [])]
         if self.early is not None and state.get("early") is not None:
             self.early.load_state_dict(state["early"])
+
+    def state_loaded(self) -> None:
+        """The training state was replaced (``opt.load_state_dict``/``model.load_state_dict``,
+        a resume): the snapshots hold what was there before, so they are dropped and the
+        first snapshot is retaken at the start of the next step. (A rollback that loads a
+        tracked object's state is not a resume.)"""
+        if self._restoring:
+            return
+        self.engine.forget_snapshots()
+        self._snapshot_pending = True
+        self._versions = None
+        self.probe.load_state_dict({})
+
+    def _on_model_loaded(self, module: torch.nn.Module, incompatible: Any) -> None:
+        self.state_loaded()
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -308,7 +340,11 @@ class TorchGuard:
         if not self._fresh:
             self._fresh = True
             self.copier.fence()  # the last snapshot's copies read the buffer backup
-            self.step_state.save(host_rng=self.engine.snapshot_due())
+            first = self._snapshot_pending
+            self.step_state.save(host_rng=first or self.engine.snapshot_due())
+            if first:
+                self._snapshot_pending = False
+                self.engine.take_snapshot(self._capture())
 
     def _on_forward(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         if not (module.training and torch.is_grad_enabled()):
@@ -648,14 +684,18 @@ class TorchGuard:
 
     def _restore_snapshot(self, snap: dict[str, Any]) -> None:
         self.copier.synchronize()  # the snapshot's host copies are complete
-        _snapshot.restore(
-            snap,
-            self.optimizer,
-            self.probe.params(),
-            model=self.model,
-            tracked=self.tracked,
-            scaler=self.scaler,
-        )
+        self._restoring = True
+        try:
+            _snapshot.restore(
+                snap,
+                self.optimizer,
+                self.probe.params(),
+                model=self.model,
+                tracked=self.tracked,
+                scaler=self.scaler,
+            )
+        finally:
+            self._restoring = False
 
     # -- early warnings --------------------------------------------------------------------
 
@@ -670,6 +710,59 @@ class TorchGuard:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+class _Hook:
+    """A model hook that calls ``guard.<method>`` through a weak reference. The model does
+    not keep the guard alive, and copies of the model (``copy.deepcopy``, EMA/SWA
+    averages, ``torch.save``/``pickle``) get a hook that does nothing: the guard watches
+    its own model, not its copies."""
+
+    __slots__ = ("_method", "_ref")
+
+    def __init__(self, guard: TorchGuard | None, method: str):
+        self._ref = weakref.ref(guard) if guard is not None else None
+        self._method = method
+
+    def __call__(self, *args: Any) -> None:
+        guard = self._ref() if self._ref is not None else None
+        if guard is not None:
+            getattr(guard, self._method)(*args)
+
+    def __deepcopy__(self, memo: dict) -> _Hook:
+        return _Hook(None, self._method)
+
+    def __reduce__(self) -> tuple:
+        return (_Hook, (None, self._method))
+
+
+def _check_model(model: Any) -> None:
+    if model is not None and not isinstance(model, torch.nn.Module):
+        from nantrap.errors import ConfigError
+
+        raise ConfigError(
+            "nantrap.torch.guard: model must be a torch.nn.Module (the model the optimizer "
+            f"trains) or None, got {type(model).__name__} {_short(model)}"
+        )
+
+
+_SCALER_API = ("is_enabled", "get_scale", "scale", "unscale_", "update")
+
+
+def _check_scaler(scaler: Any) -> None:
+    missing = [name for name in _SCALER_API if not callable(getattr(scaler, name, None))]
+    if scaler is not None and missing:
+        from nantrap.errors import ConfigError
+
+        raise ConfigError(
+            "nantrap.torch.guard: scaler must be a torch.amp.GradScaler or None, got "
+            f"{type(scaler).__name__} {_short(scaler)} (no {', '.join(missing)})"
+        )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _as_list(value: Any) -> list[Any]:
