@@ -48,7 +48,10 @@ class Observation:
     ``loss`` is nan when the edge does not know it (loop form without a loss); then
     ``has_loss`` is False. ``param_norm`` is the weights' total norm BEFORE this step's
     update (= after the previous one). ``update_ratio`` is the previous update's sampled
-    ``|dw| / |w|`` (nan when not sampled).
+    ``|dw| / |w|`` (nan when not sampled). ``weights_finite``: whether every weight is
+    finite, measured apart from the norm (a finite norm can overflow); None where an edge
+    only has the norm. ``buffers_finite``: False when the step made a floating buffer
+    (BatchNorm's running stats) non-finite.
     """
 
     loss: float = math.nan
@@ -58,6 +61,8 @@ class Observation:
     inputs_finite: bool = True
     update_ratio: float = math.nan
     loss_scale: float = math.nan
+    weights_finite: bool | None = None
+    buffers_finite: bool = True
 
     @property
     def grads_finite(self) -> bool:
@@ -69,6 +74,8 @@ class Observation:
 
     @property
     def params_finite(self) -> bool:
+        if self.weights_finite is not None:
+            return self.weights_finite
         return math.isfinite(self.param_norm)
 
 
@@ -77,7 +84,7 @@ class Problem(str, Enum):
 
     CORRUPT_STATE = "corrupt-state"  # weights non-finite before the update
     BAD_INPUT = "bad-input"  # the model's input is non-finite
-    NONFINITE = "non-finite"  # loss or gradients non-finite
+    NONFINITE = "non-finite"  # loss, gradients or the step's buffers non-finite
     SPIKE = "spike"  # finite loss far above its running statistics
 
     def __str__(self) -> str:
@@ -205,7 +212,7 @@ class GuardEngine:
             return Problem.CORRUPT_STATE
         if not obs.inputs_finite:
             return Problem.BAD_INPUT
-        if not (obs.loss_finite and obs.grads_finite):
+        if not (obs.loss_finite and obs.grads_finite and obs.buffers_finite):
             return Problem.NONFINITE
         if obs.has_loss and self.config.on_spike != "ignore":
             return self.history.spike(

@@ -1,8 +1,11 @@
 """Cheap per-step detection: fused device reductions, one small tensor, one host fetch.
 
 Everything a step is judged by (loss, total gradient norm, total weight norm, the sum of
-the model's floating inputs, the previous update's size, the GradScaler scale) is reduced
-on the device into one 1-D tensor and fetched with a single ``tolist()``. Under
+the model's floating inputs, the previous update's size, the GradScaler scale, how many
+weights and floating buffers are non-finite) is reduced on the device into one 1-D tensor
+and fetched with a single ``tolist()``. Per-tensor norms are accumulated in float64 where
+the device has it, so a norm is finite exactly when its (at most 32-bit) tensor is: large
+finite weights (|w| ~ 1e18 x 1000, squares past float32's 3.4e38) are not "non-finite". Under
 ``torch.distributed`` that tensor is all-reduced (MAX) first, so every rank sees the same
 numbers and makes the same decision.
 """
@@ -21,14 +24,19 @@ __all__ = ["Probe", "total_norm"]
 
 _LOW = (torch.float16, torch.bfloat16)
 # layout of the fetched vector
-_LOSS, _GRAD, _PARAM, _INPUT, _RATIO, _SCALE = range(6)
+_LOSS, _GRAD, _PARAM, _INPUT, _RATIO, _SCALE, _BAD_PARAMS, _BAD_BUFFERS = range(8)
+
+
+def _accumulator(device: torch.device) -> torch.dtype:
+    """float64 (no overflow for 32-bit tensors) except where the device lacks it (MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def norms(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """The 2-norm of each tensor, stacked, in float32 (fp16 norms overflow at 65504): one
+    """The 2-norm of each tensor, stacked, accumulated in float64 (float32 on MPS): one
     fused launch per device and dtype."""
     dense = [_local(t.coalesce()._values() if t.is_sparse else t) for t in tensors]
-    each = torch._foreach_norm(dense, 2, dtype=torch.float32)
+    each = torch._foreach_norm(dense, 2, dtype=_accumulator(device))
     if any(n.device != device for n in each):
         each = [n.to(device, non_blocking=True) for n in each]
     return torch.stack(each)
@@ -77,17 +85,32 @@ class Probe:
         loss: torch.Tensor | float | None,
         inputs: Sequence[torch.Tensor] = (),
         scale: torch.Tensor | None = None,
+        buffers: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
     ) -> Observation:
-        """The step's Observation, with exactly one device-to-host transfer."""
+        """The step's Observation, with exactly one device-to-host transfer.
+
+        ``buffers``: (buffer now, its copy from the step's start) pairs; a floating buffer
+        that this step made non-finite (BatchNorm's running_var overflowing in the forward)
+        makes ``buffers_finite`` False. Buffers already non-finite at the step's start
+        (an intentional -inf mask) do not count.
+        """
         device = params[0].device if params else torch.device("cpu")
         grads = [p.grad for p in params if p.grad is not None]
+        floating = [(b, s) for b, s in buffers if b.is_floating_point()]
         if device not in self._consts:
-            nan = torch.full((), math.nan, device=device)
-            self._consts[device] = (nan, torch.zeros((), device=device))
+            nan = torch.full((), math.nan, device=device, dtype=_accumulator(device))
+            self._consts[device] = (nan, torch.zeros((), device=device, dtype=nan.dtype))
         nan, zero = self._consts[device]
-        both = norms([*grads, *params], device)  # grads and weights in one fused reduction
-        grad_norm = torch.linalg.vector_norm(both[: len(grads)]) if grads else nan
-        param_norm = torch.linalg.vector_norm(both[len(grads) :])
+        n_grads, n_params, n_bufs = len(grads), len(params), len(floating)
+        # grads, weights and buffers (now and at the step's start) in one fused reduction
+        each = norms(
+            [*grads, *params, *(b for b, _ in floating), *(s for _, s in floating)], device
+        )
+        grad_norm = torch.linalg.vector_norm(each[:n_grads]) if grads else nan
+        weights = each[n_grads : n_grads + n_params]
+        param_norm = torch.linalg.vector_norm(weights)
+        bad = ~torch.isfinite(each[n_grads + n_params :])
+        went_bad = bad[:n_bufs] & ~bad[n_bufs:]
         parts = [
             _scalar(loss, device) if loss is not None else nan,
             grad_norm,
@@ -95,9 +118,12 @@ class Probe:
             torch.stack([s.to(device) for s in inputs]).sum() if inputs else zero,
             self._ratio if self._ratio is not None else nan,
             scale.detach().float().reshape(()).to(device) if scale is not None else nan,
+            (~torch.isfinite(weights)).sum(),
+            went_bad.sum() if n_bufs else zero,
         ]
         self._param_norm = param_norm
-        vec = _across_ranks(torch.stack([_local(part) for part in parts]))
+        dtype = nan.dtype
+        vec = _across_ranks(torch.stack([_local(part).to(dtype) for part in parts]))
         values = vec.tolist()  # the one host sync of the step
         self._ratio = None
         return Observation(
@@ -108,6 +134,8 @@ class Probe:
             inputs_finite=math.isfinite(values[_INPUT]),
             update_ratio=values[_RATIO],
             loss_scale=values[_SCALE],
+            weights_finite=values[_BAD_PARAMS] == 0,
+            buffers_finite=values[_BAD_BUFFERS] == 0,
         )
 
     def before_update(self, params: Sequence[torch.Tensor], *, sample_ratio: bool) -> None:

@@ -385,6 +385,7 @@ class TorchGuard:
             loss=loss_t if loss_t is not None else (float(loss) if loss is not None else None),
             inputs=self._inputs,
             scale=self.scaler._scale if self.scaler is not None else None,
+            buffers=list(zip(self.step_state.buffers, self.step_state.backup, strict=True)),
         )
         problem = engine.classify(obs)
         if problem is Problem.BAD_INPUT and not self._inputs_really_bad():
@@ -510,11 +511,20 @@ class TorchGuard:
     def _explain_nonfinite(
         self, obs: Observation, closure: Callable | None, traced: Diagnosis | None, step: int
     ) -> Diagnosis:
-        what = (
-            f"non-finite loss ({obs.loss:g})"
-            if obs.has_loss and not math.isfinite(obs.loss)
-            else f"non-finite gradients (total grad norm {obs.grad_norm:g})"
-        )
+        if obs.has_loss and not math.isfinite(obs.loss):
+            what = f"non-finite loss ({obs.loss:g})"
+        elif not obs.grads_finite:
+            what = f"non-finite gradients (total grad norm {obs.grad_norm:g})"
+        else:
+            ss = self.step_state  # the buffers this step made non-finite (not -inf masks)
+            bad = [
+                n
+                for n, b, start in zip(ss.names, ss.buffers, ss.backup, strict=True)
+                if b.is_floating_point()
+                and not torch.isfinite(b).all()
+                and torch.isfinite(start).all()
+            ]
+            what = f"non-finite buffer(s) after the forward: {', '.join(bad[:5])}"
         localized, reason = traced, ""
         if localized is None and self.config.localize:
             if closure is not None:
