@@ -27,7 +27,7 @@ from typing import Any
 from nantrap.errors import ConfigError, NanTrapError
 from nantrap.findings import Category, Diagnosis, Phase
 from nantrap.guard.config import GuardConfig
-from nantrap.guard.divergence import diagnose_divergence, diagnose_spike
+from nantrap.guard.divergence import RUNAWAY_STEPS, diagnose_divergence, diagnose_spike
 from nantrap.guard.events import EventLog
 from nantrap.guard.history import History, Spike
 from nantrap.guard.incidents import loss_scale_collapse, unlocalized
@@ -243,19 +243,21 @@ class GuardEngine:
         if self.step % self.config.log_every == 0 or ranges:
             self.record_step(obs, ranges=ranges)
         self.step += 1
-        if self.history.weights_growing():
+        weights_rising = self.history.weights_growing()
+        loss_rising = self.history.rising("loss")[0] >= RUNAWAY_STEPS
+        if weights_rising or loss_rising:
             div = diagnose_divergence(
                 self.history,
                 step=self.step - 1,
                 lr=self.lr(),
                 lr_decay=self.config.lr_decay,
-                trigger="weights growing geometrically",
+                trigger="weights growing geometrically"
+                if weights_rising
+                else "loss growing geometrically",
             )
-            if (
-                div is not None
-                and "weight_norm" in div.evidence["signals"]
-                and len(div.evidence["signals"]) >= 2
-            ):
+            signals = div.evidence["signals"] if div is not None else []
+            runaway = {"loss_runaway", "weight_norm_runaway"} & set(signals)
+            if runaway or ("weight_norm" in signals and len(signals) >= 2):
                 return div
         return None
 
