@@ -36,6 +36,7 @@ from nantrap.guard.policy import Action, Decision
 from nantrap.guard.stats import TensorStats
 from nantrap.torch import _snapshot
 from nantrap.torch._detect import Probe, input_sum
+from nantrap.torch._microbatches import MicroBatches
 from nantrap.torch._optimizer import (
     guarded_class,
     guarded_step,
@@ -224,6 +225,7 @@ class TorchGuard:
             self._pending_loss = loss
         if targets is not None:
             self._targets = targets
+        self._micro.observe(loss, targets)
 
     def close(self, status: str | None = None) -> None:
         """Remove hooks, put the original class back and end the event log."""
@@ -277,6 +279,7 @@ class TorchGuard:
             self._scaler_skipped()
         self._fresh = False
         self._inputs.clear()
+        self._micro.clear()
 
     def _scaler_skipped(self) -> None:
         """A forward ran but step() was never reached: the GradScaler found inf/NaN grads
@@ -325,6 +328,13 @@ class TorchGuard:
                 if isinstance(t, torch.Tensor) and t.is_floating_point()
             )
             self._last_args = (args, kwargs)
+            self._micro.forward(args, kwargs)
+
+    @functools.cached_property
+    def _micro(self) -> MicroBatches:
+        """Every training forward of this step (gradient accumulation): the bundle keeps
+        the micro-batch that went bad, not just the last one."""
+        return MicroBatches()
 
     # -- the step ----------------------------------------------------------------------
 
@@ -369,6 +379,7 @@ class TorchGuard:
         self.copier.fence()  # no later work of the stream changes what a snapshot copies
         self._fresh = False
         self._inputs.clear()
+        self._micro.clear()
 
     def _judge_and_update(self, loss: Any, closure: Callable | None, kwargs: dict) -> Any:
         engine = self.engine
@@ -598,6 +609,11 @@ class TorchGuard:
         except ImportError:
             return
         args, kwargs = self._last_args
+        targets = self._targets
+        bad = self._micro.culprit()
+        if bad is not None:
+            args, kwargs = bad.args, bad.kwargs
+            targets = bad.targets if bad.targets is not None else targets
         engine = self.engine
         rank = f"rank{engine.log.rank}-" if engine.world_size > 1 else ""
         path = Path(self.config.log_dir) / f"bundle-{rank}step{step}.ntb"
@@ -609,7 +625,7 @@ class TorchGuard:
                 model=_plain_model(self.model),
                 optimizer=self.optimizer,
                 inputs=kwargs if kwargs and not args else (args[0] if len(args) == 1 else args),
-                targets=self._targets,
+                targets=targets,
                 rng=rng or None,
                 step=step,
                 diagnosis=diagnosis,
