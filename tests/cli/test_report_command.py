@@ -28,11 +28,13 @@ def test_missing_folder_is_a_usage_error(tmp_path):
     assert out.stderr.strip() == f"nantrap report: {tmp_path / 'nope'}: no such run folder"
 
 
-def test_empty_folder_still_renders_and_says_why(tmp_path):
+def test_empty_folder_is_an_input_error_and_writes_nothing(tmp_path):
     out = run_nantrap("report", str(tmp_path))
     assert out.returncode == 2
     assert "no events.jsonl in this folder" in out.stderr
-    assert "could not be read" in (tmp_path / "report.html").read_text()
+    assert list(tmp_path.iterdir()) == []
+    out = run_nantrap("report", str(tmp_path), "--format", "md")
+    assert out.returncode == 2 and out.stdout == ""
 
 
 def test_corrupt_line_warns_and_renders_the_rest(tmp_path):

@@ -116,11 +116,6 @@ def test_cli_on_bad_paths_and_files(tmp_path):
     assert r.returncode == 2 and "cannot import 'no_such_module_xyz'" in r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="report/ (cli report): on a folder with no events.jsonl it exits 2 (error) but "
-    "still writes an empty report.html into the user's folder",
-)
 def test_report_on_an_empty_folder_writes_nothing(tmp_path):
     r = run_nantrap("report", str(tmp_path))
     assert r.returncode == 2

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from tests.conftest import run_nantrap
@@ -29,12 +28,6 @@ def test_lint_finds_the_seed_traps_in_a_tf1_tutorial():
     assert "-log(1e-10) = 23.03" in clip["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lint NT105 (lint/rules/nt105_hand_written_cross_entropy.py) names the softmax "
-    "OUTPUT as the labels: 'softmax_cross_entropy_with_logits(labels=y, logits=logits)' for "
-    "-reduce_sum(y_ * tf.log(y)); the labels are y_ (the other factor of the product)",
-)
 def test_lint_cross_entropy_fix_names_the_labels():
     r = run_nantrap("lint", "--format", "json", str(SCRIPTS / "tf1_mnist.py"))
     ce = next(f for f in _findings(r) if f["code"] == "NT105")

@@ -106,11 +106,6 @@ def test_events_and_bundle_are_written(accumulated):
     assert opt.guard.bundles and all(p.exists() for p in opt.guard.bundles)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guard.py _write_bundle stores _last_args/_targets, i.e. the LAST micro-batch of "
-    "an accumulated step, not the one that went non-finite; replay of the bundle runs finite",
-)
 def test_replay_of_the_accumulated_bundle_localizes_offline(accumulated):
     _, _, opt, _, _ = accumulated
     found = nt.replay(opt.guard.bundles[0], TinyLM(), lm_loss)

@@ -26,7 +26,7 @@ def test_divergence_quotes_the_history_and_suggests_a_lower_lr():
     assert ev["update_ratio_max"] == pytest.approx(0.8)
     assert ev["grad_norm_growth"] == pytest.approx(2.0**11)
     assert ev["grad_norm_growth_steps"] == 11
-    assert set(ev["signals"]) == {"update_ratio", "grad_norm", "weight_norm"}
+    assert set(ev["signals"]) == {"update_ratio", "grad_norm", "weight_norm", "loss_runaway"}
     assert ev["suggested_lr"] < 5.0 * 0.5
     # growth x2 per step -> lr*h = 3 -> lr / 3 puts it at 1
     assert ev["suggested_lr"] == pytest.approx(5.0 / 3.0)
@@ -87,3 +87,45 @@ def test_an_explosion_past_the_linear_regime_suggests_a_tenth_not_a_ten_thousand
     assert d.evidence["suggested_lr"] == pytest.approx(0.6)
     assert d.evidence["lr_too_high_factor"] == pytest.approx(10.0)
     assert "past the linear regime" in d.fix
+
+
+def test_a_runaway_weight_norm_alone_is_divergence_under_clipping():
+    """Clipping pins the grad norm at 1, the loss is unknown (loop form): the weight norm
+    rising 5x a step for 8 steps is the evidence."""
+    history = History(window=32)
+    for step in range(12):
+        norm = 900.0 if step < 4 else 900.0 * 5.0 ** (step - 3)
+        history.observe(step, grad_norm=1.0, param_norm=norm, lr=1e3)
+    d = diagnose_divergence(history, step=11, lr=1e3)
+    assert d is not None and d.evidence["signals"] == ["weight_norm_runaway"]
+    assert d.evidence["weight_norm_rising_steps"] == 8
+    assert d.evidence["weight_norm_rising_growth"] == pytest.approx(5.0**8)
+    assert "weight norm rose on each of the last 8 steps, 3.91e+05x" in d.message
+
+
+def test_a_runaway_loss_alone_is_divergence():
+    history = History(window=32)
+    for step in range(10):
+        history.observe(step, loss=2.3 * 2.0**step, grad_norm=1.0, param_norm=10.0, lr=1.0)
+    d = diagnose_divergence(history, step=9, lr=1.0)
+    assert d is not None and d.evidence["signals"] == ["loss_runaway"]
+    assert d.evidence["loss_rising_steps"] == 9
+    assert "loss rose on each of the last 9 steps, 512x" in d.message
+
+
+def _runaways(history: History, step: int) -> set[str]:
+    d = diagnose_divergence(history, step=step, lr=0.1)
+    return {"loss_runaway", "weight_norm_runaway"} & set(d.evidence["signals"] if d else ())
+
+
+def test_no_runaway_on_noisy_training_or_a_slow_rise():
+    history = History(window=64)
+    for step in range(64):  # noisy decreasing loss, weight norm creeping up 2% a step
+        loss = 2.3 * 0.97**step * (1.3 if step % 3 == 0 else 1.0)
+        history.observe(step, loss=loss, grad_norm=1.0, param_norm=10.0 * 1.02**step, lr=0.1)
+    assert not _runaways(history, 63)
+    history = History(window=64)
+    for step in range(20):  # a steady rise, 10x over 19 steps: not a runaway
+        history.observe(step, loss=1.0 + 0.5 * step, grad_norm=1.0, param_norm=10.0, lr=0.1)
+    assert not _runaways(history, 19)
+    assert history.rising("loss") == (19, pytest.approx(10.5))

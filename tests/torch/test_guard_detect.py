@@ -160,3 +160,37 @@ def test_loop_form_gets_the_loss_through_step_kwarg():
         loss.backward()
         opt.step(loss=loss)
     assert opt.guard.engine.history.loss_ema.count == 25
+
+
+class _Masked(nn.Module):
+    """An intentional -inf mask buffer (finite output) and a buffer the forward may spoil."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.register_buffer("mask", torch.tensor([0.0, 0.0, -math.inf, -math.inf]))
+        self.register_buffer("seen", torch.zeros(4))
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.seen.copy_(x.detach().abs().amax(0) * 1e20 * 1e20)  # inf for |x| > 3.4e-2
+        return (self.fc(x) + self.mask).softmax(-1)
+
+
+def test_buffers_the_step_made_nonfinite_are_an_incident_and_masks_are_not():
+    torch.manual_seed(0)
+    model = _Masked()
+    opt = nt.guard(torch.optim.SGD(model.parameters(), lr=0.1), model, policy="skip")
+    for _ in range(3):  # the -inf mask is there from the start: no incident
+        opt.zero_grad()
+        model(torch.full((2, 4), 1e-23)).sum().backward()
+        opt.step()
+    assert not opt.diagnoses
+    opt.zero_grad()
+    loss = model(torch.ones(2, 4)).sum()  # 'seen' overflows to inf; loss and grads finite
+    loss.backward()
+    assert torch.isfinite(loss)
+    opt.step()
+    (d,) = opt.diagnoses
+    assert d.step == 3 and "non-finite buffer(s) after the forward: seen" in d.message
+    assert torch.isfinite(model.seen).all()  # the skipped step's buffer change is undone

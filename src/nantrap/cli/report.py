@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"nantrap report: {run_dir}: no such run folder", file=sys.stderr)
         return 2
     log = load_run(run_dir)
+    if not log.files and not log.meta:  # not a run folder: an error, and nothing written
+        for problem in log.problems:
+            print(f"nantrap report: {problem}", file=sys.stderr)
+        return 2
     for problem in log.problems:
         print(f"nantrap report: warning: {problem}", file=sys.stderr)
     text = render(log, args.format)

@@ -25,6 +25,7 @@ LINEAR_REGIME = 8.0  # rho above which the quadratic-bowl estimate is not truste
 
 __all__ = [
     "HEALTHY_RATIO",
+    "RUNAWAY_STEPS",
     "diagnose_divergence",
     "diagnose_spike",
     "divergence_evidence",
@@ -34,6 +35,11 @@ HEALTHY_RATIO = 1e-3  # a typical update changes a weight by ~0.1% of its size
 RATIO_TOO_HIGH = 0.2  # above this the step overshoots (small nets run at ~1e-2..1e-1)
 GRAD_GROWTH = 10.0  # gradient norm growth over the window that counts as divergence
 WEIGHT_GROWTH = 3.0  # geometric weight-norm growth that counts as divergence
+# a loss or weight norm that rose on each of RUNAWAY_STEPS steps in a row by RUNAWAY_GROWTH
+# in total is diverging on its own evidence (gradient clipping pins the grad norm, and the
+# update ratio is sampled): normal training does not grow either 100x without a dip
+RUNAWAY_STEPS = 8
+RUNAWAY_GROWTH = 100.0
 
 
 def _growth(points: list[tuple[int, float]]) -> tuple[float, int, float, float] | None:
@@ -81,6 +87,10 @@ def divergence_evidence(history: History, lr: float | None) -> dict[str, Any]:
     if len(losses) >= 2:
         low = min(v for _, v in losses)
         ev["loss_min"], ev["loss_last"] = low, losses[-1][1]
+    for key, name in (("param_norm", "weight_norm"), ("loss", "loss")):
+        steps, factor = history.rising(key)
+        if steps:
+            ev[f"{name}_rising_steps"], ev[f"{name}_rising_growth"] = steps, factor
     return ev
 
 
@@ -98,6 +108,12 @@ def _diverging(ev: dict[str, Any]) -> list[str]:
         and ev.get("weight_norm_growth_steps", 0) >= 3
     ):
         signals.append("weight_norm")
+    for name in ("weight_norm", "loss"):
+        if (
+            ev.get(f"{name}_rising_steps", 0) >= RUNAWAY_STEPS
+            and ev.get(f"{name}_rising_growth", 0.0) >= RUNAWAY_GROWTH
+        ):
+            signals.append(f"{name}_runaway")
     return signals
 
 
@@ -152,6 +168,12 @@ def diagnose_divergence(
             f"weight norm grew {ev['weight_norm_growth']:.3g}x over "
             f"{ev['weight_norm_growth_steps']} steps"
         )
+    for name, what in (("weight_norm", "weight norm"), ("loss", "loss")):
+        if f"{name}_runaway" in signals:
+            parts.append(
+                f"{what} rose on each of the last {ev[f'{name}_rising_steps']} steps, "
+                f"{ev[f'{name}_rising_growth']:.3g}x"
+            )
     if "loss_last" in ev and ev["loss_last"] > ev["loss_min"]:
         parts.append(f"loss rose from {ev['loss_min']:.4g} to {ev['loss_last']:.4g}")
     fix = "Lower the learning rate, add warm-up, or clip the gradient norm."

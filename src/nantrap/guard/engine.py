@@ -27,7 +27,7 @@ from typing import Any
 from nantrap.errors import ConfigError, NanTrapError
 from nantrap.findings import Category, Diagnosis, Phase
 from nantrap.guard.config import GuardConfig
-from nantrap.guard.divergence import diagnose_divergence, diagnose_spike
+from nantrap.guard.divergence import RUNAWAY_STEPS, diagnose_divergence, diagnose_spike
 from nantrap.guard.events import EventLog
 from nantrap.guard.history import History, Spike
 from nantrap.guard.incidents import loss_scale_collapse, unlocalized
@@ -48,7 +48,10 @@ class Observation:
     ``loss`` is nan when the edge does not know it (loop form without a loss); then
     ``has_loss`` is False. ``param_norm`` is the weights' total norm BEFORE this step's
     update (= after the previous one). ``update_ratio`` is the previous update's sampled
-    ``|dw| / |w|`` (nan when not sampled).
+    ``|dw| / |w|`` (nan when not sampled). ``weights_finite``: whether every weight is
+    finite, measured apart from the norm (a finite norm can overflow); None where an edge
+    only has the norm. ``buffers_finite``: False when the step made a floating buffer
+    (BatchNorm's running stats) non-finite.
     """
 
     loss: float = math.nan
@@ -58,6 +61,8 @@ class Observation:
     inputs_finite: bool = True
     update_ratio: float = math.nan
     loss_scale: float = math.nan
+    weights_finite: bool | None = None
+    buffers_finite: bool = True
 
     @property
     def grads_finite(self) -> bool:
@@ -69,6 +74,8 @@ class Observation:
 
     @property
     def params_finite(self) -> bool:
+        if self.weights_finite is not None:
+            return self.weights_finite
         return math.isfinite(self.param_norm)
 
 
@@ -77,7 +84,7 @@ class Problem(str, Enum):
 
     CORRUPT_STATE = "corrupt-state"  # weights non-finite before the update
     BAD_INPUT = "bad-input"  # the model's input is non-finite
-    NONFINITE = "non-finite"  # loss or gradients non-finite
+    NONFINITE = "non-finite"  # loss, gradients or the step's buffers non-finite
     SPIKE = "spike"  # finite loss far above its running statistics
 
     def __str__(self) -> str:
@@ -209,7 +216,7 @@ class GuardEngine:
             return Problem.CORRUPT_STATE
         if not obs.inputs_finite:
             return Problem.BAD_INPUT
-        if not (obs.loss_finite and obs.grads_finite):
+        if not (obs.loss_finite and obs.grads_finite and obs.buffers_finite):
             return Problem.NONFINITE
         if obs.has_loss and self.config.on_spike != "ignore":
             return self.history.spike(
@@ -240,19 +247,21 @@ class GuardEngine:
         if self.step % self.config.log_every == 0 or ranges:
             self.record_step(obs, ranges=ranges)
         self.step += 1
-        if self.history.weights_growing():
+        weights_rising = self.history.weights_growing()
+        loss_rising = self.history.rising("loss")[0] >= RUNAWAY_STEPS
+        if weights_rising or loss_rising:
             div = diagnose_divergence(
                 self.history,
                 step=self.step - 1,
                 lr=self.lr(),
                 lr_decay=self.config.lr_decay,
-                trigger="weights growing geometrically",
+                trigger="weights growing geometrically"
+                if weights_rising
+                else "loss growing geometrically",
             )
-            if (
-                div is not None
-                and "weight_norm" in div.evidence["signals"]
-                and len(div.evidence["signals"]) >= 2
-            ):
+            signals = div.evidence["signals"] if div is not None else []
+            runaway = {"loss_runaway", "weight_norm_runaway"} & set(signals)
+            if runaway or ("weight_norm" in signals and len(signals) >= 2):
                 return div
         return None
 

@@ -124,6 +124,20 @@ class History:
             return False
         return norms[-1] >= factor * norms[-steps - 1]
 
+    def rising(self, key: str) -> tuple[int, float]:
+        """(steps, factor): on how many of the newest steps in a row series ``key`` (loss,
+        param_norm) grew, and by what factor over them; (0, 1.0) when it did not grow or
+        started from a value <= 0 (a log-likelihood loss can be negative)."""
+        values = self.series[key]
+        steps = 0
+        for i in range(len(values) - 1, 0, -1):
+            if not (math.isfinite(values[i]) and values[i] > values[i - 1] > 0):
+                break
+            steps += 1
+        if steps == 0:
+            return 0, 1.0
+        return steps, values[-1] / values[-1 - steps]
+
     def spike(self, loss: float, *, sigma: float, ratio: float, warmup: int) -> Spike | None:
         """The spike that ``loss`` would be against the statistics so far, or None."""
         ema = self.loss_ema

@@ -1,8 +1,12 @@
 """Cheap per-step detection: fused device reductions, one small tensor, one host fetch.
 
 Everything a step is judged by (loss, total gradient norm, total weight norm, the sum of
-the model's floating inputs, the previous update's size, the GradScaler scale) is reduced
-on the device into one 1-D tensor and fetched with a single ``tolist()``. Under
+the model's floating inputs, the previous update's size, the GradScaler scale, how many
+weights and floating buffers are non-finite) is reduced on the device into one 1-D tensor
+and fetched with a single ``tolist()``. The weight and buffer flags count tensors whose
+float32 norm is not finite; a norm can also overflow for finite values (|w| ~ 1e18 x 1000:
+squares past 3.4e38), so a non-zero count is confirmed exactly (``isfinite(t).all()``) on
+that rare path only: large finite weights are not "non-finite". Under
 ``torch.distributed`` that tensor is all-reduced (MAX) first, so every rank sees the same
 numbers and makes the same decision.
 """
@@ -21,12 +25,13 @@ __all__ = ["Probe", "total_norm"]
 
 _LOW = (torch.float16, torch.bfloat16)
 # layout of the fetched vector
-_LOSS, _GRAD, _PARAM, _INPUT, _RATIO, _SCALE = range(6)
+_LOSS, _GRAD, _PARAM, _INPUT, _RATIO, _SCALE, _BAD_PARAMS, _BAD_BUFFERS = range(8)
 
 
 def norms(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
     """The 2-norm of each tensor, stacked, in float32 (fp16 norms overflow at 65504): one
-    fused launch per device and dtype."""
+    fused launch per device and dtype. (float64 accumulation would not overflow, but
+    ``_foreach_norm`` with a wider dtype is ~40x slower on CPU.)"""
     dense = [_local(t.coalesce()._values() if t.is_sparse else t) for t in tensors]
     each = torch._foreach_norm(dense, 2, dtype=torch.float32)
     if any(n.device != device for n in each):
@@ -77,17 +82,34 @@ class Probe:
         loss: torch.Tensor | float | None,
         inputs: Sequence[torch.Tensor] = (),
         scale: torch.Tensor | None = None,
+        buffers: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
     ) -> Observation:
-        """The step's Observation, with exactly one device-to-host transfer."""
+        """The step's Observation, with exactly one device-to-host transfer.
+
+        ``buffers``: (buffer now, its copy from the step's start) pairs; a floating buffer
+        that this step made non-finite (BatchNorm's running_var overflowing in the forward)
+        makes ``buffers_finite`` False. Buffers already non-finite at the step's start
+        (an intentional -inf mask) do not count, nor, by the same test, one whose float32
+        norm had already overflowed (its values past ~1e19); that one is caught when it
+        reaches the loss or the gradients.
+        """
         device = params[0].device if params else torch.device("cpu")
         grads = [p.grad for p in params if p.grad is not None]
+        floating = [(b, s) for b, s in buffers if b.is_floating_point()]
         if device not in self._consts:
             nan = torch.full((), math.nan, device=device)
             self._consts[device] = (nan, torch.zeros((), device=device))
         nan, zero = self._consts[device]
-        both = norms([*grads, *params], device)  # grads and weights in one fused reduction
-        grad_norm = torch.linalg.vector_norm(both[: len(grads)]) if grads else nan
-        param_norm = torch.linalg.vector_norm(both[len(grads) :])
+        n_grads, n_params, n_bufs = len(grads), len(params), len(floating)
+        # grads, weights and buffers (now and at the step's start) in one fused reduction
+        each = norms(
+            [*grads, *params, *(b for b, _ in floating), *(s for _, s in floating)], device
+        )
+        grad_norm = torch.linalg.vector_norm(each[:n_grads]) if grads else nan
+        weights = each[n_grads : n_grads + n_params]
+        param_norm = torch.linalg.vector_norm(weights)
+        bad = ~torch.isfinite(each[n_grads + n_params :])
+        went_bad = bad[:n_bufs] & ~bad[n_bufs:]
         parts = [
             _scalar(loss, device) if loss is not None else nan,
             grad_norm,
@@ -95,6 +117,8 @@ class Probe:
             torch.stack([s.to(device) for s in inputs]).sum() if inputs else zero,
             self._ratio if self._ratio is not None else nan,
             scale.detach().float().reshape(()).to(device) if scale is not None else nan,
+            (~torch.isfinite(weights)).sum().float(),
+            went_bad.sum().float() if n_bufs else zero,
         ]
         self._param_norm = param_norm
         vec = _across_ranks(torch.stack([_local(part) for part in parts]))
@@ -108,6 +132,8 @@ class Probe:
             inputs_finite=math.isfinite(values[_INPUT]),
             update_ratio=values[_RATIO],
             loss_scale=values[_SCALE],
+            weights_finite=values[_BAD_PARAMS] == 0 or _confirm_finite(params, [], device),
+            buffers_finite=values[_BAD_BUFFERS] == 0 or _confirm_finite([], floating, device),
         )
 
     def before_update(self, params: Sequence[torch.Tensor], *, sample_ratio: bool) -> None:
@@ -127,6 +153,26 @@ class Probe:
 
     def load_state_dict(self, state: dict) -> None:
         self._before = self._ratio = self._param_norm = None
+
+
+def _confirm_finite(
+    tensors: Sequence[torch.Tensor],
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> bool:
+    """Exact check behind a non-zero count (a norm overflowed, or a value is non-finite):
+    all ``tensors`` finite, and no buffer of ``pairs`` (now, at the step's start) turned
+    non-finite. Rare path: one more fetch, all-reduced so every rank decides alike."""
+
+    def finite(t: torch.Tensor) -> torch.Tensor:
+        return torch.isfinite(_local(t.coalesce()._values() if t.is_sparse else t)).all()
+
+    flags = [finite(t) for t in tensors]
+    flags += [finite(now) | ~finite(start) for now, start in pairs]
+    if not flags:
+        return True
+    bad = torch.stack([(~f).to(device) for f in flags]).sum().float().reshape(1)
+    return _across_ranks(bad).item() == 0
 
 
 def _scalar(value: torch.Tensor | float, device: torch.device) -> torch.Tensor:

@@ -36,6 +36,7 @@ from nantrap.guard.policy import Action, Decision
 from nantrap.guard.stats import TensorStats
 from nantrap.torch import _snapshot
 from nantrap.torch._detect import Probe, input_sum
+from nantrap.torch._microbatches import MicroBatches
 from nantrap.torch._optimizer import (
     guarded_class,
     guarded_step,
@@ -240,6 +241,7 @@ class TorchGuard:
             self._pending_loss = loss
         if targets is not None:
             self._targets = targets
+        self._micro.observe(loss, targets)
 
     def close(self, status: str | None = None) -> None:
         """Remove hooks, put the original class back and end the event log."""
@@ -309,6 +311,7 @@ class TorchGuard:
             self._scaler_skipped()
         self._fresh = False
         self._inputs.clear()
+        self._micro.clear()
 
     def _scaler_skipped(self) -> None:
         """A forward ran but step() was never reached: the GradScaler found inf/NaN grads
@@ -361,6 +364,13 @@ class TorchGuard:
                 if isinstance(t, torch.Tensor) and t.is_floating_point()
             )
             self._last_args = (args, kwargs)
+            self._micro.forward(args, kwargs)
+
+    @functools.cached_property
+    def _micro(self) -> MicroBatches:
+        """Every training forward of this step (gradient accumulation): the bundle keeps
+        the micro-batch that went bad, not just the last one."""
+        return MicroBatches()
 
     # -- the step ----------------------------------------------------------------------
 
@@ -405,6 +415,7 @@ class TorchGuard:
         self.copier.fence()  # no later work of the stream changes what a snapshot copies
         self._fresh = False
         self._inputs.clear()
+        self._micro.clear()
 
     def _judge_and_update(self, loss: Any, closure: Callable | None, kwargs: dict) -> Any:
         engine = self.engine
@@ -421,6 +432,7 @@ class TorchGuard:
             loss=loss_t if loss_t is not None else (float(loss) if loss is not None else None),
             inputs=self._inputs,
             scale=self.scaler._scale if self.scaler is not None else None,
+            buffers=list(zip(self.step_state.buffers, self.step_state.backup, strict=True)),
         )
         problem = engine.classify(obs)
         if problem is Problem.BAD_INPUT and not self._inputs_really_bad():
@@ -546,11 +558,20 @@ class TorchGuard:
     def _explain_nonfinite(
         self, obs: Observation, closure: Callable | None, traced: Diagnosis | None, step: int
     ) -> Diagnosis:
-        what = (
-            f"non-finite loss ({obs.loss:g})"
-            if obs.has_loss and not math.isfinite(obs.loss)
-            else f"non-finite gradients (total grad norm {obs.grad_norm:g})"
-        )
+        if obs.has_loss and not math.isfinite(obs.loss):
+            what = f"non-finite loss ({obs.loss:g})"
+        elif not obs.grads_finite:
+            what = f"non-finite gradients (total grad norm {obs.grad_norm:g})"
+        else:
+            ss = self.step_state  # the buffers this step made non-finite (not -inf masks)
+            bad = [
+                n
+                for n, b, start in zip(ss.names, ss.buffers, ss.backup, strict=True)
+                if b.is_floating_point()
+                and not torch.isfinite(b).all()
+                and torch.isfinite(start).all()
+            ]
+            what = f"non-finite buffer(s) after the forward: {', '.join(bad[:5])}"
         localized, reason = traced, ""
         if localized is None and self.config.localize:
             if closure is not None:
@@ -624,6 +645,11 @@ class TorchGuard:
         except ImportError:
             return
         args, kwargs = self._last_args
+        targets = self._targets
+        bad = self._micro.culprit()
+        if bad is not None:
+            args, kwargs = bad.args, bad.kwargs
+            targets = bad.targets if bad.targets is not None else targets
         engine = self.engine
         rank = f"rank{engine.log.rank}-" if engine.world_size > 1 else ""
         path = Path(self.config.log_dir) / f"bundle-{rank}step{step}.ntb"
@@ -635,7 +661,7 @@ class TorchGuard:
                 model=_plain_model(self.model),
                 optimizer=self.optimizer,
                 inputs=kwargs if kwargs and not args else (args[0] if len(args) == 1 else args),
-                targets=self._targets,
+                targets=targets,
                 rng=rng or None,
                 step=step,
                 diagnosis=diagnosis,

@@ -20,5 +20,8 @@ for step in range(6):
     loss.backward()
     opt.step()
 total = sum(p.sum().item() for p in model.parameters())
-print(f"rank {rank} weights {total:.6f}")
+line = f"rank {rank} weights {total:.6f}"
+print(line, flush=True)
+with open(f"weights.rank{rank}.txt", "w") as fh:  # per rank: stdout of ranks interleaves
+    fh.write(line + "\n")
 dist.destroy_process_group()

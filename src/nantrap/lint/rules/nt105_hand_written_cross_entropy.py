@@ -10,12 +10,18 @@ from nantrap.lint._rule import Example, Hit, OpCall, Rule
 from nantrap.lint._values import PROB
 
 _LOSS = {
-    "torch": "F.cross_entropy(logits, target) (or F.binary_cross_entropy_with_logits)",
-    "tf": "tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits)",
-    "keras": "keras.losses.categorical_crossentropy(y, logits, from_logits=True)",
-    "jax": "optax.softmax_cross_entropy(logits, y) or -(y * jax.nn.log_softmax(logits)).sum()",
-    "numpy": "-(y * log_softmax(logits)).sum() with log_softmax = x - logsumexp(x)",
+    "torch": "F.cross_entropy(logits, {y}) (or F.binary_cross_entropy_with_logits)",
+    "tf": "tf.nn.softmax_cross_entropy_with_logits(labels={y}, logits=logits)",
+    "keras": "keras.losses.categorical_crossentropy({y}, logits, from_logits=True)",
+    "jax": "optax.softmax_cross_entropy(logits, {y}) or -({y} * jax.nn.log_softmax(logits)).sum()",
+    "numpy": "-({y} * log_softmax(logits)).sum() with log_softmax = x - logsumexp(x)",
 }
+
+
+def _loss(fw: str | None, labels: str | None = None) -> str:
+    """The fused loss on logits for framework ``fw``, naming ``labels`` where known."""
+    template = _LOSS.get(fw or "", _LOSS["torch"])
+    return template.format(y=labels or ("target" if template is _LOSS["torch"] else "y"))
 
 
 class HandWrittenCrossEntropy(Rule):
@@ -65,7 +71,10 @@ class HandWrittenCrossEntropy(Rule):
             return
         logs = _logs_in_products(node, call)
         binary = len(logs) >= 2  # y * log(p) + (1 - y) * log(1 - p)
-        for log_call, arg in logs:
+        labels = next(  # y in y * log(p), not the (1 - y) of the complement term
+            (call.text(o) for _, a, o in logs if call.value_of(a).kind != "one_minus"), None
+        )
+        for log_call, arg, _ in logs:
             v = call.value_of(arg)
             if v.guarded or v.kind in ("clip", "const", "logprob"):
                 continue
@@ -80,7 +89,7 @@ class HandWrittenCrossEntropy(Rule):
             ):
                 continue
             origin = f", a softmax output (line {v.line})" if v.kind == "softmax" else ""
-            loss = _LOSS.get(fw or "", _LOSS["torch"])
+            loss = _loss(fw, labels)
             if v.kind == "softmax" and v.inner is not None:
                 loss += f", with logits = `{call.text(v.inner)}`"
             yield call.hit(
@@ -111,7 +120,7 @@ class HandWrittenCrossEntropy(Rule):
         yield call.hit(
             f"negative log-likelihood written by hand: -log of {snippet(call, node)}, "
             f"{what}, is inf as soon as it underflows to 0.0 (and its gradient 1/p with it)",
-            fix=f"use the loss on logits: {_LOSS.get(call.fw or '', _LOSS['torch'])}",
+            fix=f"use the loss on logits: {_loss(call.fw)}",
         )
 
 
@@ -121,7 +130,8 @@ def _negated(node: ast.AST) -> bool:
 
 
 def _logs_in_products(node: ast.AST, call: OpCall):
-    """(log call, its argument) for each log(...) multiplied into the summed expression."""
+    """(log call, its argument, the factor it is multiplied by: the labels) for each log(...)
+    multiplied into the summed expression."""
     while isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         node = node.operand
     terms = [node]
@@ -133,7 +143,7 @@ def _logs_in_products(node: ast.AST, call: OpCall):
         elif isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub)):
             terms += [n.left, n.right]
         elif isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult):
-            for side in (n.left, n.right):
+            for side, other in ((n.left, n.right), (n.right, n.left)):
                 while isinstance(side, ast.UnaryOp) and isinstance(side.op, ast.USub):
                     side = side.operand
                 if isinstance(side, ast.BinOp) and isinstance(side.op, ast.Mult):
@@ -143,5 +153,5 @@ def _logs_in_products(node: ast.AST, call: OpCall):
                     if arg is None and isinstance(side.func, ast.Attribute):
                         arg = side.func.value
                     if arg is not None:
-                        out.append((side, arg))
+                        out.append((side, arg, other))
     return out
