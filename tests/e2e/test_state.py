@@ -7,7 +7,6 @@ import copy
 import io
 import pickle
 
-import pytest
 import torch
 
 import nantrap.torch as nt
