@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -78,3 +79,8 @@ def run_rank(rank: int, world: int, port: int, out: str, fault_rank: int, polici
     dist.barrier()
     dist.destroy_process_group()
     Path(out, f"result-{rank}.json").write_text(json.dumps(results))
+    # NB: gloo's threads sometimes abort the interpreter's teardown ("terminate called
+    # without an active exception", exit -6) after all the work is done; skip it
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import traceback
 
 import torch
 import torch.distributed as dist
@@ -17,6 +19,7 @@ STEPS = 5
 def run_rank(rank: int, world: int, port: int, out: str, fault_rank: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    code = 1
     try:
         from torch.distributed.fsdp import fully_shard
 
@@ -49,5 +52,13 @@ def run_rank(rank: int, world: int, port: int, out: str, fault_rank: int) -> Non
         }
         with open(os.path.join(out, f"result-{rank}.json"), "w") as f:
             json.dump(result, f)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
     finally:
         dist.destroy_process_group()
+        # NB: gloo's threads sometimes abort the interpreter's teardown ("terminate called
+        # without an active exception", exit -6) after all the work is done; skip it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
