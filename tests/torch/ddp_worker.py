@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nantrap.torch.distributed import guard_ddp
+from tests.torch._dist import exit_rank
 
 FAULT_STEP = 2
 STEPS = 6
@@ -79,8 +79,4 @@ def run_rank(rank: int, world: int, port: int, out: str, fault_rank: int, polici
     dist.barrier()
     dist.destroy_process_group()
     Path(out, f"result-{rank}.json").write_text(json.dumps(results))
-    # NB: gloo's threads sometimes abort the interpreter's teardown ("terminate called
-    # without an active exception", exit -6) after all the work is done; skip it
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_rank(0)

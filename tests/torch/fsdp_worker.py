@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import traceback
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from tests.torch._dist import exit_rank
 
 FAULT_STEP = 2
 STEPS = 5
@@ -57,8 +58,4 @@ def run_rank(rank: int, world: int, port: int, out: str, fault_rank: int) -> Non
         traceback.print_exc()
     finally:
         dist.destroy_process_group()
-        # NB: gloo's threads sometimes abort the interpreter's teardown ("terminate called
-        # without an active exception", exit -6) after all the work is done; skip it
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        exit_rank(code)

@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tests.torch._dist import exit_rank
+
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
 
 
@@ -16,6 +18,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
     for poison in ("input", "loss"):
         _train(rank, poison, out)
     dist.destroy_process_group()
+    exit_rank(0)
 
 
 def _train(rank: int, poison: str, out: str) -> None:
