@@ -4,44 +4,19 @@ folder names the rank and the batch that went bad."""
 
 from __future__ import annotations
 
-import json
-import multiprocessing as mp
-import socket
-
 import pytest
 
 from nantrap.report.html import render_html
 from nantrap.report.markdown import render_markdown
 from nantrap.report.run_log import load_run
+from tests.torch._dist import run_ranks
 from tests.torch.ddp_worker import FAULT_STEP, run_rank
 
 POLICIES = ["skip", "rollback", "stop"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(world: int, fault_rank: int, tmp_path) -> list[dict]:
-    ctx = mp.get_context("spawn")
-    port = _free_port()
-    procs = [
-        ctx.Process(target=run_rank, args=(r, world, port, str(tmp_path), fault_rank, POLICIES))
-        for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=240)
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    assert not hung, f"ranks {hung} hung"
-    assert [p.exitcode for p in procs] == [0] * world
-    return [json.loads((tmp_path / f"result-{r}.json").read_text()) for r in range(world)]
+    return run_ranks(run_rank, world, tmp_path, fault_rank, POLICIES)
 
 
 @pytest.mark.parametrize(("world", "fault_rank"), [(2, 1), (4, 2)])
