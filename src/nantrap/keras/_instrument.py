@@ -7,8 +7,14 @@ For one ``fit`` the model's instance gets (and loses again on ``uninstall``):
   epoch's running mean);
 - ``train_step``: keeps the pre-step seed-generator states and metric values in the graph, and
   puts the metrics back when the update was dropped (a NaN never reaches the epoch mean);
-- ``train_function``: takes the batch from the iterator on the host and hands it to Keras'
-  own compiled step, keeping a reference (no copy) for an exact replay of a failing step.
+- ``train_function``: takes the batches of one execution from the iterator on the host and
+  hands them to Keras' own compiled step, keeping references (no copies) for an exact replay
+  of a failing step.
+
+With ``steps_per_execution=N`` the probe and the seed states are rings of N rows, one per
+step of the execution, and Keras runs the N compiled steps back to back (its own loop over a
+host iterator, no device read in between): the host reads the N steps' numbers at once after
+the execution, and each step is judged with its own batch and seed states.
 
 Nothing else of the model or the user's code changes; XLA (``jit_compile=True``) works since
 the compiled step only sees fixed-shape reductions, a ``tf.cond`` and small assigns.
@@ -37,16 +43,18 @@ class Instrument:
         self.model = model
         self.optimizer = model.optimizer
         self.gate = gate
-        self.probe = Probe()
+        self.rows = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
+        self.probe = Probe(self.rows)
         self.patch = OptimizerPatch(model.optimizer, self.probe, gate=gate, loss=lambda: self._loss)
-        self.last_batch: Any = None
+        self.batches: list[Any] = []  # the last execution's batches, in step order
         self.has_loss = False
         self._loss: Any = None
         self._installed = False
         self._orig_function: Any = None
         self.seed_vars = [v for v in model.variables if _is_seed_state(v)]
-        self.seed_prev = [
-            tf.Variable(tf.convert_to_tensor(v), trainable=False) for v in self.seed_vars
+        self.seed_prev = [  # per step of an execution: the seed states before it
+            tf.Variable(tf.stack([tf.convert_to_tensor(v)] * self.rows), trainable=False)
+            for v in self.seed_vars
         ]
         self.metric_vars = list(getattr(model, "metrics_variables", ()))
 
@@ -87,23 +95,29 @@ class Instrument:
             for name, fn in saved.items():
                 object.__setattr__(self.model, name, fn)
 
-    def restore_seeds(self) -> None:
-        """Put the seed generators back to where they were before the last step."""
+    def row(self, steps: int) -> int:
+        """The ring row of the step the probe counted as ``steps`` (``ProbeReading.steps``)."""
+        return (steps - 1) % self.rows
+
+    def restore_seeds(self, row: int = 0) -> None:
+        """Put the seed generators back to where they were before the step of ``row``."""
         for v, prev in zip(self.seed_vars, self.seed_prev, strict=True):
-            v.assign(prev)
+            v.assign(prev[row])
 
     # the patched pieces ---------------------------------------------------------------
     def _train_function(self, iterator: Any) -> Any:
-        n = max(int(getattr(self.model, "steps_per_execution", 1) or 1), 1)
-        batch = list(itertools.islice(iterator, n))
-        if not batch:
+        n = min(max(int(getattr(self.model, "steps_per_execution", 1) or 1), 1), self.rows)
+        batches = list(itertools.islice(iterator, n))
+        if not batches:
             raise StopIteration
-        self.last_batch = batch[-1]
-        return self._orig_function(iter(batch))
+        self.batches = batches
+        return self._orig_function(iter(batches))
 
     def _train_step(self, data: Any) -> Any:
-        for v, prev in zip(self.seed_vars, self.seed_prev, strict=True):
-            prev.assign(v)
+        if self.seed_vars:
+            row = self.probe.row()
+            for v, prev in zip(self.seed_vars, self.seed_prev, strict=True):
+                prev.scatter_nd_update([[row]], [v])
         before = [tf.identity(v) for v in self.metric_vars]
         self._loss = None
         self.patch.applied = None

@@ -10,6 +10,9 @@ an eager op-by-op replay of the failing batch, the policy, snapshots, ``events.j
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -18,11 +21,14 @@ from nantrap.errors import ConfigError
 from nantrap.findings import Diagnosis
 from nantrap.guard.config import GuardConfig
 from nantrap.guard.engine import GuardEngine
-from nantrap.guard.policy import Action
+from nantrap.guard.policy import Action, Decision
 from nantrap.keras._instrument import Instrument
 from nantrap.tf.guard import TFGuard, check_shares
+from nantrap.tf.probe import ProbeReading
 
 __all__ = ["NanTrap"]
+
+logger = logging.getLogger("nantrap")
 
 SAMPLE_ROWS = 16  # rows of the batch an early-warning sample traces
 
@@ -106,33 +112,55 @@ class NanTrap(keras.callbacks.Callback):
         self.guard.start()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Judge each step of the execution that just ended, in order, with its own batch:
+        Keras calls this once per ``steps_per_execution`` steps. A rollback or stop ends the
+        execution's judging (the steps after it ran from the state it replaced)."""
         inst, guard = self.instrument, self.guard
         inst.probe.set_ceiling(guard.ceiling())
-        data = inst.last_batch
+        readings = inst.probe.read_new()
+        batches = inst.batches if len(inst.batches) == len(readings) else [None] * len(readings)
+        decision = None
         try:
-            decision = guard.after_step(
-                inst.probe.read(),
-                has_loss=inst.has_loss,
-                replay=None if data is None else lambda: self._replay(data),
-                sample=None if data is None else lambda: self._sample(data),
-                inputs=data,
-            )
+            for k, (reading, data) in enumerate(zip(readings, batches, strict=True)):
+                decision = self._judge(reading, data, last=k == len(readings) - 1)
+                if decision is not None and decision.action in (Action.ROLLBACK, Action.STOP):
+                    if k < len(readings) - 1:
+                        logger.info(
+                            "nantrap: %d later step(s) of the execution dropped by the %s",
+                            len(readings) - 1 - k,
+                            decision.action.value,
+                        )
+                    break
         except BaseException:
             self._close("error")
             raise
         if decision is not None and decision.action is Action.STOP:
             self.model.stop_training = True
 
+    def _judge(self, reading: ProbeReading, data: Any, *, last: bool) -> Decision | None:
+        """Hand one step's reading to the guard, with replays of that step's batch."""
+        inst = self.instrument
+        row = inst.row(reading.steps)
+        with _execution_step(self.guard, last=last, rows=inst.rows):
+            return self.guard.after_step(
+                reading,
+                has_loss=inst.has_loss,
+                replay=None if data is None else lambda: self._replay(data, row),
+                sample=None if data is None else lambda: self._sample(data, row),
+                inputs=data,
+            )
+
     def on_train_end(self, logs: dict | None = None) -> None:
         self._close(None)
 
-    def _replay(self, data: Any) -> None:
-        """The failing batch's train step, eagerly, with the dropout masks it had."""
-        self.instrument.restore_seeds()
+    def _replay(self, data: Any, row: int = 0) -> None:
+        """The failing batch's train step, eagerly, with the dropout masks it had (the seed
+        states of ring ``row``)."""
+        self.instrument.restore_seeds(row)
         with self.instrument.paused():
             self.model.train_step(data)
 
-    def _sample(self, data: Any) -> Any:
+    def _sample(self, data: Any, row: int = 0) -> Any:
         """What the early warnings trace: the forward pass and loss of the first
         ``SAMPLE_ROWS`` rows of the batch (no gradient, no update); returns the loss."""
         from keras.src.trainers.data_adapters.data_adapter_utils import (
@@ -140,7 +168,7 @@ class NanTrap(keras.callbacks.Callback):
         )
 
         x, y, sample_weight = unpack_x_y_sample_weight(_head(data, SAMPLE_ROWS))
-        self.instrument.restore_seeds()
+        self.instrument.restore_seeds(row)
         with self.instrument.paused():
             y_pred = self.model(x, training=True)
             return self.model.compute_loss(
@@ -152,6 +180,26 @@ class NanTrap(keras.callbacks.Callback):
             self.instrument.uninstall()
         if self.guard is not None:
             self.guard.close(status)
+
+
+@contextlib.contextmanager
+def _execution_step(guard: TFGuard, *, last: bool, rows: int) -> Iterator[None]:
+    """Judging one step of a ``steps_per_execution`` > 1 execution: the device holds the
+    state at the END of the execution, so a snapshot is taken only at its last step, and no
+    update ratio is sampled (host copies one execution apart would measure several updates).
+    The guard-side form of this is ``after_step(..., boundary=last, ratio=rows == 1)``."""
+    if rows == 1:
+        yield
+        return
+    guard._ratio_ref = None
+    if last:
+        yield
+        return
+    guard.engine.snapshot_due = lambda: False  # shadows the method for this step only
+    try:
+        yield
+    finally:
+        del guard.engine.snapshot_due
 
 
 def _head(data: Any, rows: int) -> Any:

@@ -1,10 +1,11 @@
 """In-graph, per-step measurements of a TensorFlow training step, fused into one small
-variable that the host reads once per step; and the gate that drops a non-finite update.
+variable that the host reads once per step (or once per execution of several steps); and
+the gate that drops a non-finite update.
 
 Works inside ``tf.function`` and under XLA (``jit_compile=True``): only fixed-shape
-reductions, a ``tf.cond`` around the optimizer update and one assign to a float32[6]
-variable. The cost is two reductions over the parameters and gradients, no activation is
-scanned.
+reductions, a ``tf.cond`` around the optimizer update and one row written into a
+float32[rows, 6] variable. The cost is two reductions over the parameters and gradients, no
+activation is scanned.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
+from nantrap.errors import ConfigError
 
 __all__ = ["FIELDS", "OptimizerPatch", "Probe", "ProbeReading", "sum_squares"]
 
@@ -54,14 +57,31 @@ class Probe:
 
     ``guarded_apply`` is called where the optimizer update would be, inside the user's
     (possibly compiled) step; ``read()`` is called on the host after the step.
+
+    With ``rows`` > 1 (Keras ``steps_per_execution``) the variable is a ring of one row per
+    step: step ``i`` (counting every probe call) writes row ``i % rows``, so the host can
+    read the steps of a whole execution at once with :meth:`read_new`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, rows: int = 1) -> None:
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ConfigError(f"Probe(rows={rows!r}): use a positive int")
+        self.rows = rows
         self.values = tf.Variable(
-            tf.fill([len(FIELDS)], math.nan), trainable=False, name="nantrap_probe"
+            tf.fill([rows, len(FIELDS)], math.nan), trainable=False, name="nantrap_probe"
         )
         self.ceiling = tf.Variable(math.inf, trainable=False, name="nantrap_loss_ceiling")
         self._ceiling = math.inf  # host copy: no device read per step
+        self._seen = 0  # probe calls already handed out by read_new
+
+    def calls(self) -> tf.Tensor:
+        """In the graph: how many steps the probe has recorded (float32, exact to 2**24)."""
+        steps = self.values[:, FIELDS.index("steps")]
+        return tf.reduce_max(tf.where(tf.math.is_finite(steps), steps, 0.0))
+
+    def row(self) -> tf.Tensor:
+        """In the graph: the row the next recorded step writes."""
+        return tf.math.floormod(tf.cast(self.calls(), tf.int32), self.rows)
 
     def guarded_apply(
         self,
@@ -99,25 +119,40 @@ class Probe:
             applied = tf.constant(True)
         with tf.control_dependencies([applied]):
             psq = sum_squares([tf.convert_to_tensor(v) for v in variables])
-        steps = self.values[5]
-        steps = tf.where(tf.math.is_finite(steps), steps, 0.0) + 1.0
-        self.values.assign(
-            tf.stack(
-                [loss32, tf.sqrt(gsq), tf.sqrt(psq), tf.cast(applied, tf.float32), scale, steps]
-            )
+        calls = self.calls()
+        row = tf.math.floormod(tf.cast(calls, tf.int32), self.rows)
+        record = tf.stack(
+            [loss32, tf.sqrt(gsq), tf.sqrt(psq), tf.cast(applied, tf.float32), scale, calls + 1.0]
         )
+        self.values.scatter_nd_update([[row]], [record])
         return applied
 
     def read(self) -> ProbeReading:
-        v = np.asarray(self.values.numpy(), dtype=np.float64)
-        return ProbeReading(
-            loss=float(v[0]),
-            grad_norm=float(v[1]),
-            param_norm=float(v[2]),
-            applied=bool(v[3] > 0.5),
-            loss_scale=float(v[4]),
-            steps=int(v[5]) if math.isfinite(v[5]) else 0,
-        )
+        """The latest recorded step (one device read)."""
+        return max(self._rows(), key=lambda r: r.steps)
+
+    def read_new(self) -> list[ProbeReading]:
+        """Every step recorded since the last ``read_new``, oldest first (one device read).
+
+        At most ``rows`` steps: an execution longer than the ring loses its oldest steps.
+        """
+        new = sorted((r for r in self._rows() if r.steps > self._seen), key=lambda r: r.steps)
+        if new:
+            self._seen = new[-1].steps
+        return new
+
+    def _rows(self) -> list[ProbeReading]:
+        return [
+            ProbeReading(
+                loss=float(v[0]),
+                grad_norm=float(v[1]),
+                param_norm=float(v[2]),
+                applied=bool(v[3] > 0.5),
+                loss_scale=float(v[4]),
+                steps=int(v[5]) if math.isfinite(v[5]) else 0,
+            )
+            for v in np.asarray(self.values.numpy(), dtype=np.float64)
+        ]
 
     def set_ceiling(self, value: float) -> None:
         """Losses above ``value`` are gated like non-finite ones (``inf``: off)."""
