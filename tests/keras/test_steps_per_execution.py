@@ -155,3 +155,18 @@ def test_rollback_lowers_the_lr_and_recovers_with_four_steps_per_execution():
     assert math.isfinite(hist.history["loss"][-1]) and hist.history["loss"][-1] < 1.0
     restored = [e["to_step"] for e in trap.events if e["type"] == "action"]
     assert restored and all(s % 4 == 0 for s in restored)  # snapshots at boundaries only
+
+
+def test_replay_of_a_step_uses_that_steps_dropout_masks():
+    x, y = data()
+    x[5 * BATCH + 2, 0] = 1e4  # one element: the fault happens only if dropout keeps it
+    # not under XLA: its stateless RNG draws other masks than the eager replay's kernels
+    model = classifier(spe=4, dropout=0.5, jit_compile=False)
+    trap = NanTrap(policy="skip", early_warnings=0)
+    fit(model, x, y, trap)
+    # with another step's seed states (the last step's, say) the replay drops the element
+    # and runs finite (NT903); with step 5's own it finds the log of the zero softmax
+    (d,) = trap.diagnoses
+    assert (d.code, d.step, d.module) == ("NT101", 5, "compile_loss/hand_ce")
+    assert d.evidence["producer"]["module"] == "head"
+    assert int(model.optimizer.iterations.numpy()) == 7

@@ -117,7 +117,7 @@ class Instrument:
         if self.seed_vars:
             row = self.probe.row()
             for v, prev in zip(self.seed_vars, self.seed_prev, strict=True):
-                prev.scatter_nd_update([[row]], [v])
+                prev.scatter_nd_update([[row]], [tf.convert_to_tensor(v)])
         before = [tf.identity(v) for v in self.metric_vars]
         self._loss = None
         self.patch.applied = None
