@@ -29,7 +29,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from nantrap.tf.probe import OptimizerPatch, Probe
+from nantrap.tf.probe import OptimizerPatch, Probe, replicas, write_row
 
 __all__ = ["Instrument"]
 
@@ -44,24 +44,32 @@ class Instrument:
         self.optimizer = model.optimizer
         self.gate = gate
         self.rows = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
-        self.probe = Probe(self.rows)
+        self.strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+        with self.strategy.scope():  # under tf.distribute: mirrored probe and seed rings
+            self.replicas = replicas()
+            self.probe = Probe(self.rows)
+            self.seed_vars = [v for v in model.variables if _is_seed_state(v)]
+            self.seed_prev = [  # per step of an execution: the seed states before it
+                tf.Variable(
+                    tf.stack([tf.convert_to_tensor(v)] * self.rows),
+                    trainable=False,
+                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                )
+                for v in self.seed_vars
+            ]
         self.patch = OptimizerPatch(model.optimizer, self.probe, gate=gate, loss=lambda: self._loss)
         self.batches: list[Any] = []  # the last execution's batches, in step order
         self.has_loss = False
         self._loss: Any = None
         self._installed = False
         self._orig_function: Any = None
-        self.seed_vars = [v for v in model.variables if _is_seed_state(v)]
-        self.seed_prev = [  # per step of an execution: the seed states before it
-            tf.Variable(tf.stack([tf.convert_to_tensor(v)] * self.rows), trainable=False)
-            for v in self.seed_vars
-        ]
         self.metric_vars = list(getattr(model, "metrics_variables", ()))
 
     # install / uninstall ------------------------------------------------------------
     def install(self) -> Instrument:
         model = self.model
-        self.patch.install(model.trainable_variables)
+        with self.strategy.scope():
+            self.patch.install(model.trainable_variables)
         object.__setattr__(model, "train_step", self._train_step)
         object.__setattr__(model, "compute_loss", self._compute_loss(model.compute_loss))
         self._installed = True
@@ -117,7 +125,7 @@ class Instrument:
         if self.seed_vars:
             row = self.probe.row()
             for v, prev in zip(self.seed_vars, self.seed_prev, strict=True):
-                prev.scatter_nd_update([[row]], [tf.convert_to_tensor(v)])
+                write_row(prev, row, tf.convert_to_tensor(v))
         before = [tf.identity(v) for v in self.metric_vars]
         self._loss = None
         self.patch.applied = None

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from nantrap.errors import ConfigError
 from nantrap.findings import Diagnosis
@@ -141,6 +142,8 @@ class NanTrap(keras.callbacks.Callback):
         """Hand one step's reading to the guard, with replays of that step's batch."""
         inst = self.instrument
         row = inst.row(reading.steps)
+        if inst.replicas > 1 and data is not None:
+            data = _whole_batch(data)  # replays run on one device, over the global batch
         with _execution_step(self.guard, last=last, rows=inst.rows):
             return self.guard.after_step(
                 reading,
@@ -158,7 +161,22 @@ class NanTrap(keras.callbacks.Callback):
         states of ring ``row``)."""
         self.instrument.restore_seeds(row)
         with self.instrument.paused():
-            self.model.train_step(data)
+            if self.instrument.replicas == 1:
+                self.model.train_step(data)
+                return
+            # tf.distribute: the forward pass and the gradients; the update (a cross-replica
+            # merge) cannot run here, and the guard drops or restores it anyway
+            from keras.src.trainers.data_adapters.data_adapter_utils import (
+                unpack_x_y_sample_weight,
+            )
+
+            x, y, sample_weight = unpack_x_y_sample_weight(data)
+            with tf.GradientTape() as tape:
+                y_pred = self.model(x, training=True)
+                loss = self.model.compute_loss(
+                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+                )
+            tape.gradient(loss, self.model.trainable_variables)
 
     def _sample(self, data: Any, row: int = 0) -> Any:
         """What the early warnings trace: the forward pass and loss of the first
@@ -202,9 +220,20 @@ def _execution_step(guard: TFGuard, *, last: bool, rows: int) -> Iterator[None]:
         del guard.engine.snapshot_due
 
 
+def _whole_batch(data: Any) -> Any:
+    """A ``tf.distribute`` batch (per-replica shards) as one batch, shards in replica order."""
+
+    def join(value: Any) -> Any:
+        if not isinstance(value, tf.distribute.DistributedValues):
+            return value
+        parts = value.values
+        return tf.concat(parts, 0) if parts[0].shape.rank else parts[0]
+
+    return tf.nest.map_structure(join, data)
+
+
 def _head(data: Any, rows: int) -> Any:
     """The first ``rows`` rows of every batched tensor in ``data``."""
-    import tensorflow as tf
 
     def cut(t: Any) -> Any:
         shape = getattr(t, "shape", None)

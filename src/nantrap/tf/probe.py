@@ -21,7 +21,15 @@ import tensorflow as tf
 
 from nantrap.errors import ConfigError
 
-__all__ = ["FIELDS", "OptimizerPatch", "Probe", "ProbeReading", "sum_squares"]
+__all__ = [
+    "FIELDS",
+    "OptimizerPatch",
+    "Probe",
+    "ProbeReading",
+    "replicas",
+    "sum_squares",
+    "write_row",
+]
 
 FIELDS = ("loss", "grad_norm", "param_norm", "applied", "loss_scale", "steps")
 
@@ -52,6 +60,13 @@ def sum_squares(tensors: Sequence[Any]) -> tf.Tensor:
     return tf.add_n(parts) if parts else tf.constant(0.0)
 
 
+def write_row(variable: Any, row: Any, value: Any) -> None:
+    """In the graph: ``variable[row] = value`` (also for mirrored variables, which have no
+    scatter)."""
+    full = tf.convert_to_tensor(variable)
+    variable.assign(tf.tensor_scatter_nd_update(full, [[row]], [tf.cast(value, full.dtype)]))
+
+
 class Probe:
     """The measurement variable, a loss ceiling (in-graph spike gate) and the guarded update.
 
@@ -67,10 +82,19 @@ class Probe:
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
             raise ConfigError(f"Probe(rows={rows!r}): use a positive int")
         self.rows = rows
+        # under tf.distribute: mirrored, every replica writes the same (all-reduced) numbers
         self.values = tf.Variable(
-            tf.fill([rows, len(FIELDS)], math.nan), trainable=False, name="nantrap_probe"
+            tf.fill([rows, len(FIELDS)], math.nan),
+            trainable=False,
+            name="nantrap_probe",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
-        self.ceiling = tf.Variable(math.inf, trainable=False, name="nantrap_loss_ceiling")
+        self.ceiling = tf.Variable(
+            math.inf,
+            trainable=False,
+            name="nantrap_loss_ceiling",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
         self._ceiling = math.inf  # host copy: no device read per step
         self._seen = 0  # probe calls already handed out by read_new
 
@@ -92,6 +116,7 @@ class Probe:
         loss: Any = None,
         gate: bool = True,
         loss_scale: Any = None,
+        apply_where: Callable[[Callable[[], Any], tf.Tensor], Any] | None = None,
     ) -> tf.Tensor:
         """Run ``apply()`` only if the gradients (and ``loss``) are finite and the loss is
         under the ceiling (when ``gate``); record the step; return whether it was applied.
@@ -99,15 +124,33 @@ class Probe:
         With ``loss_scale`` (a loss-scale optimizer, which skips overflowing steps and
         lowers its scale by itself) non-finite gradients are left to it; only the loss and
         the ceiling gate the update.
+
+        In a replica context of several replicas (``tf.distribute``) the loss (the replicas'
+        shares of the global loss) and the squared gradient norms are summed across replicas
+        first, so every replica takes the same decision and records the same numbers; the
+        update then holds a cross-replica merge, which no ``tf.cond`` may contain, so
+        ``apply_where(apply, ok)`` gates it (see :class:`OptimizerPatch`).
         """
         scale = tf.constant(math.nan) if loss_scale is None else tf.cast(loss_scale, tf.float32)
         gsq = sum_squares(grads)
-        ok = tf.math.is_finite(gsq) if loss_scale is None else tf.constant(True)
         loss32 = tf.constant(math.nan) if loss is None else tf.cast(loss, tf.float32)
+        ctx = tf.distribute.get_replica_context()
+        replicated = ctx is not None and ctx.num_replicas_in_sync > 1
+        if replicated:
+            total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack([loss32, gsq]))
+            loss32, gsq = tf.unstack(total)
+        ok = tf.math.is_finite(gsq) if loss_scale is None else tf.constant(True)
         if loss is not None:
             ok = tf.logical_and(ok, tf.math.is_finite(loss32))
             ok = tf.logical_and(ok, loss32 <= self.ceiling)
-        if gate:
+        if gate and replicated:
+            if apply_where is None:
+                raise ConfigError(
+                    "the in-graph gate under tf.distribute needs a Keras optimizer patch"
+                )
+            apply_where(apply, ok)
+            applied = ok
+        elif gate:
 
             def _apply() -> tf.Tensor:
                 apply()
@@ -124,7 +167,7 @@ class Probe:
         record = tf.stack(
             [loss32, tf.sqrt(gsq), tf.sqrt(psq), tf.cast(applied, tf.float32), scale, calls + 1.0]
         )
-        self.values.scatter_nd_update([[row]], [record])
+        write_row(self.values, row, record)
         return applied
 
     def read(self) -> ProbeReading:
@@ -166,6 +209,11 @@ class OptimizerPatch:
     :meth:`Probe.guarded_apply`, on this optimizer instance only, until ``uninstall``.
 
     ``loss`` returns the step's loss tensor while the step is traced (or None).
+
+    Under ``tf.distribute`` with several replicas the optimizer's per-variable update (which
+    runs in the cross-replica context of a merge) is gated by a ``tf.cond`` there, and a
+    dropped step's ``iterations`` increment is taken back; optimizers that also change
+    state elsewhere in ``apply`` (weight decay, EMA, gradient accumulation) are refused.
     """
 
     def __init__(
@@ -182,6 +230,7 @@ class OptimizerPatch:
         self.loss = loss or (lambda: None)
         self.applied: Any = None  # the last traced "applied" flag
         self._original: Any = None
+        self._ok: Any = None  # while a replicated update is traced: the gate's decision
 
     @property
     def installed(self) -> bool:
@@ -194,19 +243,24 @@ class OptimizerPatch:
             self.optimizer.build(list(variables))
         self._original = self.optimizer.apply
         object.__setattr__(self.optimizer, "apply", self._apply)
+        if self.gate and replicas() > 1:
+            check_replicated_optimizer(self.optimizer)
+            object.__setattr__(self.optimizer, _MERGED_UPDATE, self._merged_update)
 
     def uninstall(self) -> None:
-        vars(self.optimizer).pop("apply", None)
+        for name in ("apply", _MERGED_UPDATE):
+            vars(self.optimizer).pop(name, None)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """The optimizer as the user made it (for an eager replay)."""
-        patched = vars(self.optimizer).pop("apply", None)
+        names = ("apply", _MERGED_UPDATE)
+        patched = {n: vars(self.optimizer).pop(n) for n in names if n in vars(self.optimizer)}
         try:
             yield
         finally:
-            if patched is not None:
-                object.__setattr__(self.optimizer, "apply", patched)
+            for name, fn in patched.items():
+                object.__setattr__(self.optimizer, name, fn)
 
     def _apply(self, grads: Any, trainable_variables: Any = None) -> Any:
         grads = list(grads)
@@ -223,5 +277,59 @@ class OptimizerPatch:
             loss=self.loss(),
             gate=self.gate,
             loss_scale=getattr(self.optimizer, "dynamic_scale", None),
+            apply_where=self._apply_where,
         )
         return self.applied
+
+    def _apply_where(self, apply: Callable[[], Any], ok: tf.Tensor) -> None:
+        """Replica context: the optimizer's ``apply`` with its merged update gated by ``ok``
+        (the same on every replica); a dropped step does not count in ``iterations``."""
+        self._ok = ok
+        try:
+            apply()
+        finally:
+            self._ok = None
+        iterations = self.optimizer.iterations
+        iterations.assign_sub(tf.cast(tf.logical_not(ok), iterations.dtype))
+
+    def _merged_update(self, distribution: Any, grads_and_vars: Any, learning_rate: Any) -> Any:
+        """Cross-replica context: Keras' per-variable update, under the gate's ``tf.cond``."""
+        update = getattr(type(self.optimizer), _MERGED_UPDATE)
+        if self._ok is None:
+            return update(self.optimizer, distribution, grads_and_vars, learning_rate)
+
+        def _update() -> tf.Tensor:
+            update(self.optimizer, distribution, grads_and_vars, learning_rate)
+            return tf.constant(True)
+
+        return tf.cond(self._ok, _update, lambda: tf.constant(False))
+
+
+_MERGED_UPDATE = "_distributed_tf_update_step"  # Keras 3 TF optimizers, in merge_call
+
+
+def replicas() -> int:
+    """How many replicas the current ``tf.distribute`` strategy runs in sync (1: none)."""
+    return int(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+def check_replicated_optimizer(optimizer: Any) -> None:
+    """Refuse, with a clear error, what the replicated gate cannot drop exactly."""
+    name = type(optimizer).__name__
+    if not hasattr(type(optimizer), _MERGED_UPDATE):
+        raise ConfigError(
+            f"NanTrap under tf.distribute needs a Keras 3 TensorFlow optimizer; {name} has "
+            f"no {_MERGED_UPDATE}"
+        )
+    unsupported = {
+        "weight_decay": getattr(optimizer, "weight_decay", None),
+        "use_ema": getattr(optimizer, "use_ema", False),
+        "gradient_accumulation_steps": getattr(optimizer, "gradient_accumulation_steps", None),
+        "loss scaling (LossScaleOptimizer)": hasattr(optimizer, "inner_optimizer"),
+    }
+    used = [k for k, v in unsupported.items() if v]
+    if used:
+        raise ConfigError(
+            f"NanTrap under tf.distribute cannot gate {name} with {', '.join(used)}: these "
+            f"change state outside the update it drops; use policy='warn', or one replica"
+        )
