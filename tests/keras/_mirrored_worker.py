@@ -73,7 +73,7 @@ def scenario(keras, strategy, nantrap, *, policy, spe, ref_steps, updates, **opt
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss=hand_ce, steps_per_execution=spe)
     initial = model.get_weights()
     trap = nantrap.keras.NanTrap(policy=policy, log_every=1, early_warnings=0, **options)
-    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=[trap])
+    hist = model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=[trap])
     ref_losses, ref_weights = reference(keras, strategy, initial, x, y, ref_steps)
     logged = {e["step"]: e["loss"] for e in trap.events if e["type"] == "step"}
     return {
@@ -99,6 +99,7 @@ def scenario(keras, strategy, nantrap, *, policy, spe, ref_steps, updates, **opt
             abs(float(logged[s]) - r) for s, r in zip(sorted(logged), ref_losses, strict=True)
         ),
         "end": trap.events[-1],
+        "epoch_loss": float(hist.history["loss"][0]),
     }
 
 

@@ -170,3 +170,22 @@ def test_replay_of_a_step_uses_that_steps_dropout_masks():
     assert (d.code, d.step, d.module) == ("NT101", 5, "compile_loss/hand_ce")
     assert d.evidence["producer"]["module"] == "head"
     assert int(model.optimizer.iterations.numpy()) == 7
+
+
+def test_spikes_are_gated_from_the_execution_after_the_warm_up():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 4)).astype("float32")
+    y = x.sum(axis=1, keepdims=True).astype("float32")
+    y[96:112] += 500.0  # step 6: in the execution (4-7) during which the warm-up ends
+    y[400:416] += 500.0  # step 25: the ceiling is armed in the graph by then
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01), loss="mse", jit_compile=True, steps_per_execution=4
+    )
+    trap = NanTrap(policy="skip", on_spike="skip", spike_warmup=5)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[trap], shuffle=False)
+    spikes = [(d.step, d.action) for d in trap.diagnoses if d.code == "NT302"]
+    # step 6 went through (only a warning can say so); step 25 was dropped in the graph
+    assert spikes == [(6, None), (25, "skipped")]
+    assert int(model.optimizer.iterations.numpy()) == 31

@@ -11,6 +11,7 @@ an eager op-by-op replay of the failing batch, the policy, snapshots, ``events.j
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -117,7 +118,6 @@ class NanTrap(keras.callbacks.Callback):
         Keras calls this once per ``steps_per_execution`` steps. A rollback or stop ends the
         execution's judging (the steps after it ran from the state it replaced)."""
         inst, guard = self.instrument, self.guard
-        inst.probe.set_ceiling(guard.ceiling())
         readings = inst.probe.read_new()
         batches = inst.batches if len(inst.batches) == len(readings) else [None] * len(readings)
         decision = None
@@ -135,6 +135,7 @@ class NanTrap(keras.callbacks.Callback):
         except BaseException:
             self._close("error")
             raise
+        inst.probe.set_ceiling(guard.ceiling())  # the in-graph spike gate of the next steps
         if decision is not None and decision.action is Action.STOP:
             self.model.stop_training = True
 
@@ -144,7 +145,7 @@ class NanTrap(keras.callbacks.Callback):
         row = inst.row(reading.steps)
         if inst.replicas > 1 and data is not None:
             data = _whole_batch(data)  # replays run on one device, over the global batch
-        with _execution_step(self.guard, last=last, rows=inst.rows):
+        with _execution_step(self.guard, reading, last=last, rows=inst.rows):
             return self.guard.after_step(
                 reading,
                 has_loss=inst.has_loss,
@@ -201,23 +202,35 @@ class NanTrap(keras.callbacks.Callback):
 
 
 @contextlib.contextmanager
-def _execution_step(guard: TFGuard, *, last: bool, rows: int) -> Iterator[None]:
-    """Judging one step of a ``steps_per_execution`` > 1 execution: the device holds the
-    state at the END of the execution, so a snapshot is taken only at its last step, and no
-    update ratio is sampled (host copies one execution apart would measure several updates).
-    The guard-side form of this is ``after_step(..., boundary=last, ratio=rows == 1)``."""
-    if rows == 1:
+def _execution_step(
+    guard: TFGuard, reading: ProbeReading, *, last: bool, rows: int
+) -> Iterator[None]:
+    """What the guard must not do while judging one step of an execution (the guard-side
+    form would be ``after_step(..., boundary=last, ratio=rows == 1)`` and a spike check
+    against ``reading.applied``):
+
+    - with ``steps_per_execution`` > 1 the device holds the state at the END of the
+      execution: a snapshot is taken only at its last step, and no update ratio is sampled
+      (host copies of the weights one execution apart would measure several updates);
+    - a step the device applied cannot be skipped: the in-graph loss ceiling is set once per
+      execution, so a spike inside the execution that ends the warm-up got through, and the
+      guard can only warn about it (and keep it in the history it judges later steps by).
+    """
+    with contextlib.ExitStack() as stack:
+        if rows > 1:
+            guard._ratio_ref = None
+        if rows > 1 and not last:
+            guard.engine.snapshot_due = lambda: False  # shadows the method for this step
+            stack.callback(delattr, guard.engine, "snapshot_due")
+        if reading.applied and guard.config.on_spike == "skip":
+            config = guard.config
+            guard.config = guard.engine.config = dataclasses.replace(config, on_spike="warn")
+            stack.callback(_set_config, guard, config)
         yield
-        return
-    guard._ratio_ref = None
-    if last:
-        yield
-        return
-    guard.engine.snapshot_due = lambda: False  # shadows the method for this step only
-    try:
-        yield
-    finally:
-        del guard.engine.snapshot_due
+
+
+def _set_config(guard: TFGuard, config: GuardConfig) -> None:
+    guard.config = guard.engine.config = config
 
 
 def _whole_batch(data: Any) -> Any:
