@@ -103,12 +103,47 @@ def scenario(keras, strategy, nantrap, *, policy, spe, ref_steps, updates, **opt
     }
 
 
+def custom_loop(keras, strategy, nantrap):
+    """``nantrap.tf.guard_step`` over a ``strategy.run`` step of a custom loop."""
+    x, y = data()
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = build(keras)
+        optimizer = keras.optimizers.SGD(0.1)
+        optimizer.build(model.trainable_variables)
+    guard = nantrap.tf.guard_step(model, optimizer, policy="skip")
+
+    def replica_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = hand_ce(yb, model(xb, training=True)) / strategy.num_replicas_in_sync
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    @guard
+    @tf.function
+    def train_step(xb, yb):
+        return strategy.reduce("SUM", strategy.run(replica_step, args=(xb, yb)), axis=None)
+
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+    for xb, yb in strategy.experimental_distribute_dataset(batches):
+        train_step(xb, yb)
+    guard.close()
+    return {
+        "diagnoses": [(d.code, d.step, d.action, d.op) for d in guard.diagnoses],
+        "iterations": int(optimizer.iterations.numpy()),
+        "finite": all(bool(np.isfinite(w).all()) for w in model.get_weights()),
+        "replicas_agree": replicas_agree(model),
+    }
+
+
 def main(out: str) -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
 
     import nantrap.keras
+    import nantrap.tf
     from nantrap.errors import ConfigError
 
     logging.getLogger("nantrap").setLevel(logging.ERROR)
@@ -127,6 +162,7 @@ def main(out: str) -> None:
         updates=4,
         snapshot_every=1,
     )
+    result["custom_loop"] = custom_loop(keras, strategy, nantrap)
     x, y = data()
     with strategy.scope():
         model = build(keras, keras.optimizers.AdamW(1e-3))

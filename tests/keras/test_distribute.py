@@ -67,3 +67,9 @@ def test_stop_restores_every_replica_exactly_with_steps_per_execution(mirrored):
 def test_an_optimizer_the_replicated_gate_cannot_drop_is_refused(mirrored):
     assert "AdamW with weight_decay" in mirrored["adamw"]
     assert "tf.distribute" in mirrored["adamw"]
+
+
+def test_guard_step_gates_a_custom_strategy_run_loop(mirrored):
+    run = mirrored["custom_loop"]
+    assert run["diagnoses"] == [["NT101", 5, "skipped", "Log"]]
+    assert run["iterations"] == 7 and run["finite"] and run["replicas_agree"]

@@ -244,6 +244,11 @@ class OptimizerPatch:
         self._original = self.optimizer.apply
         object.__setattr__(self.optimizer, "apply", self._apply)
         if self.gate and replicas() > 1:
+            self._gate_merged_update()
+
+    def _gate_merged_update(self) -> None:
+        """Route the optimizer's cross-replica update through :meth:`_merged_update`."""
+        if _MERGED_UPDATE not in vars(self.optimizer):
             check_replicated_optimizer(self.optimizer)
             object.__setattr__(self.optimizer, _MERGED_UPDATE, self._merged_update)
 
@@ -284,6 +289,7 @@ class OptimizerPatch:
     def _apply_where(self, apply: Callable[[], Any], ok: tf.Tensor) -> None:
         """Replica context: the optimizer's ``apply`` with its merged update gated by ``ok``
         (the same on every replica); a dropped step does not count in ``iterations``."""
+        self._gate_merged_update()  # also when installed outside the strategy's scope
         self._ok = ok
         try:
             apply()
