@@ -58,6 +58,21 @@ class NanTrap(keras.callbacks.Callback):
 
     After ``fit``: ``diagnoses`` (every incident and warning), ``events`` (the log records)
     and ``engine`` (history, policy state).
+
+    ``compile(steps_per_execution=N)``: every step is judged, in order, under its true step
+    number, with its own batch and dropout seeds for the replay. The gate still acts in the
+    graph per step (a dropped step's successors run from the weights without it); the
+    policy acts after the execution: ``rollback``/``stop`` go back to a snapshot (taken at
+    execution ends only) and discard the rest of the execution, ``raise`` leaves the
+    weights of the execution's end. The loss ceiling (``on_spike="skip"``) is updated once
+    per execution, the update ratio is not sampled, and a replay runs on the weights of the
+    execution's end (exact when the later steps were dropped too).
+
+    ``tf.distribute`` (``MirroredStrategy``): the loss and gradient norms are summed across
+    replicas, every replica takes the same decision, and the update is dropped inside the
+    optimizer's cross-replica merge; a replay runs on one device over the whole global batch
+    (forward and gradients; dropout masks are not reproduced). Optimizers with weight
+    decay, EMA, gradient accumulation or loss scaling are refused with a ConfigError.
     """
 
     def __init__(
