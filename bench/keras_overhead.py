@@ -13,6 +13,7 @@ to other processes than wall time), and how many cores other processes used mean
 
     python bench/keras_overhead.py [--passes 4] [--xla]
     python bench/keras_overhead.py --paired   # one process, alternating blocks (drift-proof)
+    python bench/keras_overhead.py --paired --steps-per-execution 4
 """
 
 from __future__ import annotations
@@ -89,10 +90,13 @@ def worker(variant: str) -> dict:
     return {"variant": variant, "ms": timer.ms[1:], "cpu": timer.cpu[1:]}
 
 
-def paired(rounds: int = 20, block: int = 15, jit_compile: bool = False) -> dict:
+def paired(
+    rounds: int = 20, block: int = 15, jit_compile: bool = False, steps_per_execution: int = 1
+) -> dict:
     """In one process: plain and guarded copies of the CNN stepped in alternating blocks
     through Keras' own compiled train function and callback hooks (what ``fit`` does per
-    step); per-round ratios cancel the drift of a shared machine."""
+    execution of ``steps_per_execution`` steps); per-round ratios cancel the drift of a
+    shared machine. Times are per step."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0, 1} & os.sched_getaffinity(0) or os.sched_getaffinity(0))
@@ -114,6 +118,7 @@ def paired(rounds: int = 20, block: int = 15, jit_compile: bool = False) -> dict
             optimizer=keras.optimizers.SGD(0.01),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
         )
         data = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(64).repeat()
         return model, iter(data)
@@ -149,8 +154,8 @@ def paired(rounds: int = 20, block: int = 15, jit_compile: bool = False) -> dict
             for _ in range(block):
                 fn(count)
                 count += 1
-            wall[name] = (time.perf_counter() - t) * 1e3 / block
-            cpu[name] = (time.process_time() - c) * 1e3 / block
+            wall[name] = (time.perf_counter() - t) * 1e3 / (block * steps_per_execution)
+            cpu[name] = (time.process_time() - c) * 1e3 / (block * steps_per_execution)
         out["ms_plain"].append(wall["plain"])
         out["ms_guarded"].append(wall["guarded"])
         out["ratios"].append(wall["guarded"] / wall["plain"])
@@ -212,14 +217,18 @@ def main() -> int:
         action="store_true",
         help="only the in-process paired comparison of plain and NanTrap",
     )
+    parser.add_argument(
+        "--steps-per-execution", type=int, default=1, help="with --paired: compile(...=N)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.paired:
-        res = paired(jit_compile=args.xla)
+        spe = args.steps_per_execution
+        res = paired(jit_compile=args.xla, steps_per_execution=spe)
         med = statistics.median
         print(
-            "paired in-process (plain vs NanTrap(), alternating blocks of 15 steps, 20 rounds"
-            + (", jit_compile=True)" if args.xla else ")")
+            "paired in-process (plain vs NanTrap(), alternating blocks of 15 executions, "
+            f"20 rounds, steps_per_execution={spe}" + (", jit_compile=True)" if args.xla else ")")
         )
         print(
             f"  plain   ms/step median {med(res['ms_plain']):.2f} "
