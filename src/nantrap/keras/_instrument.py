@@ -8,13 +8,15 @@ For one ``fit`` the model's instance gets (and loses again on ``uninstall``):
 - ``train_step``: keeps the pre-step seed-generator states and metric values in the graph, and
   puts the metrics back when the update was dropped (a NaN never reaches the epoch mean);
 - ``train_function``: takes the batches of one execution from the iterator on the host and
-  hands them to Keras' own compiled step, keeping references (no copies) for an exact replay
-  of a failing step.
+  hands them to Keras' own compiled step, keeping references (no copies) for the replay of
+  a failing step.
 
 With ``steps_per_execution=N`` the probe and the seed states are rings of N rows, one per
 step of the execution, and Keras runs the N compiled steps back to back (its own loop over a
 host iterator, no device read in between): the host reads the N steps' numbers at once after
-the execution, and each step is judged with its own batch and seed states.
+the execution, and each step is judged with its own batch and seed states. The replay of step
+k runs on the weights of the execution's end: the same as before step k when the later steps
+were dropped too, otherwise up to N-1 updates later.
 
 Nothing else of the model or the user's code changes; XLA (``jit_compile=True``) works since
 the compiled step only sees fixed-shape reductions, a ``tf.cond`` and small assigns.
