@@ -171,6 +171,17 @@ def main(out: str) -> None:
         result["adamw"] = None
     except ConfigError as err:
         result["adamw"] = str(err)
+    result["adamw_untouched"] = not {"apply", "_distributed_tf_update_step"} & set(
+        vars(model.optimizer)
+    ) and "train_step" not in vars(model)
+    central = tf.distribute.experimental.CentralStorageStrategy(["/cpu:0", "/cpu:1"])
+    with central.scope():
+        model = build(keras)
+    try:
+        model.fit(x, y, batch_size=BATCH, verbose=0, callbacks=[nantrap.keras.NanTrap("skip")])
+        result["central_storage"] = None
+    except ConfigError as err:
+        result["central_storage"] = str(err)
     with open(out, "w") as f:
         json.dump(result, f)
 

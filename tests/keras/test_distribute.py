@@ -64,9 +64,12 @@ def test_stop_restores_every_replica_exactly_with_steps_per_execution(mirrored):
     assert run["end"]["status"] == "stopped" and run["end"]["step"] == 4
 
 
-def test_an_optimizer_the_replicated_gate_cannot_drop_is_refused(mirrored):
+def test_what_the_replicated_gate_cannot_drop_is_refused(mirrored):
     assert "AdamW with weight_decay" in mirrored["adamw"]
     assert "tf.distribute" in mirrored["adamw"]
+    assert mirrored["adamw_untouched"]  # refused before the optimizer or model was patched
+    assert "CentralStorageStrategy" in mirrored["central_storage"]
+    assert "MirroredStrategy" in mirrored["central_storage"]
 
 
 def test_guard_step_gates_a_custom_strategy_run_loop(mirrored):

@@ -31,7 +31,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from nantrap.tf.probe import OptimizerPatch, Probe, replicas, write_row
+from nantrap.tf.probe import OptimizerPatch, Probe, check_strategy, replicas, write_row
 
 __all__ = ["Instrument"]
 
@@ -47,6 +47,7 @@ class Instrument:
         self.gate = gate
         self.rows = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
         self.strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+        check_strategy(self.strategy)
         with self.strategy.scope():  # under tf.distribute: mirrored probe and seed rings
             self.replicas = replicas()
             self.probe = Probe(self.rows)

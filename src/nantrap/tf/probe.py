@@ -26,6 +26,7 @@ __all__ = [
     "OptimizerPatch",
     "Probe",
     "ProbeReading",
+    "check_strategy",
     "replicas",
     "sum_squares",
     "write_row",
@@ -239,11 +240,14 @@ class OptimizerPatch:
     def install(self, variables: Sequence[Any] = ()) -> None:
         """Patch ``apply``; build the optimizer first (its slots cannot be created inside
         the gate's ``tf.cond``)."""
+        replicated = self.gate and replicas() > 1
+        if replicated:
+            check_replicated_optimizer(self.optimizer)  # before anything is patched
         if not self.optimizer.built:
             self.optimizer.build(list(variables))
         self._original = self.optimizer.apply
         object.__setattr__(self.optimizer, "apply", self._apply)
-        if self.gate and replicas() > 1:
+        if replicated:
             self._gate_merged_update()
 
     def _gate_merged_update(self) -> None:
@@ -317,6 +321,18 @@ _MERGED_UPDATE = "_distributed_tf_update_step"  # Keras 3 TF optimizers, in merg
 def replicas() -> int:
     """How many replicas the current ``tf.distribute`` strategy runs in sync (1: none)."""
     return int(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+def check_strategy(strategy: Any) -> None:
+    """Refuse a ``tf.distribute`` strategy the guard was not built for, naming it."""
+    if type(strategy).__name__ == "_DefaultDistributionStrategy" or isinstance(
+        strategy, (tf.distribute.MirroredStrategy, tf.distribute.OneDeviceStrategy)
+    ):
+        return
+    raise ConfigError(
+        f"NanTrap supports tf.distribute.MirroredStrategy (the replicas of one host) and "
+        f"OneDeviceStrategy; this model was built under {type(strategy).__name__}"
+    )
 
 
 def check_replicated_optimizer(optimizer: Any) -> None:
