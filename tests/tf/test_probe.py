@@ -43,3 +43,17 @@ def test_rows_must_be_a_positive_int():
     for rows in (0, -1, 2.0, True):
         with pytest.raises(ConfigError, match="rows"):
             Probe(rows=rows)
+
+
+def test_the_step_count_stays_exact_past_float32_integers():
+    probe, w = Probe(rows=2), tf.Variable([1.0, 1.0])
+    start = 2**24 + 1  # float32 would count 2**24 + 1 + 1 as 2**24 + 2 ... and then stop
+    values = probe.values.numpy()
+    values[0, -1] = start
+    probe.values.assign(values)
+    probe.read_new()
+    step = stepper(probe, w)
+    for loss in (1.0, 2.0, 3.0):
+        step(tf.constant(loss))
+    new = probe.read_new()
+    assert [(r.steps, r.loss) for r in new] == [(start + 2, 2.0), (start + 3, 3.0)]

@@ -4,7 +4,7 @@ the gate that drops a non-finite update.
 
 Works inside ``tf.function`` and under XLA (``jit_compile=True``): only fixed-shape
 reductions, a ``tf.cond`` around the optimizer update and one row written into a
-float32[rows, 6] variable. The cost is two reductions over the parameters and gradients, no
+float64[rows, 6] variable (float64: the step count stays exact for 2**53 steps). The cost is two reductions over the parameters and gradients, no
 activation is scanned.
 """
 
@@ -85,7 +85,7 @@ class Probe:
         self.rows = rows
         # under tf.distribute: mirrored, every replica writes the same (all-reduced) numbers
         self.values = tf.Variable(
-            tf.fill([rows, len(FIELDS)], math.nan),
+            tf.fill([rows, len(FIELDS)], tf.constant(math.nan, tf.float64)),
             trainable=False,
             name="nantrap_probe",
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
@@ -100,13 +100,16 @@ class Probe:
         self._seen = 0  # probe calls already handed out by read_new
 
     def calls(self) -> tf.Tensor:
-        """In the graph: how many steps the probe has recorded (float32, exact to 2**24)."""
+        """In the graph: how many steps the probe has recorded (float64)."""
         steps = self.values[:, FIELDS.index("steps")]
-        return tf.reduce_max(tf.where(tf.math.is_finite(steps), steps, 0.0))
+        return tf.reduce_max(tf.where(tf.math.is_finite(steps), steps, tf.zeros_like(steps)))
 
     def row(self) -> tf.Tensor:
         """In the graph: the row the next recorded step writes."""
-        return tf.math.floormod(tf.cast(self.calls(), tf.int32), self.rows)
+        return self._row(self.calls())
+
+    def _row(self, calls: tf.Tensor) -> tf.Tensor:
+        return tf.cast(tf.math.floormod(tf.cast(calls, tf.int64), self.rows), tf.int32)
 
     def guarded_apply(
         self,
@@ -164,10 +167,9 @@ class Probe:
         with tf.control_dependencies([applied]):
             psq = sum_squares([tf.convert_to_tensor(v) for v in variables])
         calls = self.calls()
-        row = tf.math.floormod(tf.cast(calls, tf.int32), self.rows)
-        record = tf.stack(
-            [loss32, tf.sqrt(gsq), tf.sqrt(psq), tf.cast(applied, tf.float32), scale, calls + 1.0]
-        )
+        numbers = [loss32, tf.sqrt(gsq), tf.sqrt(psq), tf.cast(applied, tf.float32), scale]
+        record = tf.concat([tf.cast(tf.stack(numbers), tf.float64), [calls + 1.0]], 0)
+        row = self._row(calls)
         write_row(self.values, row, record)
         return applied
 
