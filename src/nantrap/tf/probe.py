@@ -4,8 +4,8 @@ the gate that drops a non-finite update.
 
 Works inside ``tf.function`` and under XLA (``jit_compile=True``): only fixed-shape
 reductions, a ``tf.cond`` around the optimizer update and one row written into a
-float64[rows, 6] variable (float64: the step count stays exact for 2**53 steps). The cost is two reductions over the parameters and gradients, no
-activation is scanned.
+float64[rows, 6] variable (float64: the step count stays exact for 2**53 steps). The cost is
+two reductions over the parameters and gradients, no activation is scanned.
 """
 
 from __future__ import annotations
