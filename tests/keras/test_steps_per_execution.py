@@ -11,6 +11,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from nantrap.errors import NanTrapError  # noqa: E402
 from nantrap.findings import Category, Phase  # noqa: E402
 from nantrap.guard.events import read_events  # noqa: E402
 from nantrap.keras import NanTrap  # noqa: E402
@@ -189,3 +190,16 @@ def test_spikes_are_gated_from_the_execution_after_the_warm_up():
     # step 6 went through (only a warning can say so); step 25 was dropped in the graph
     assert spikes == [(6, None), (25, "skipped")]
     assert int(model.optimizer.iterations.numpy()) == 31
+
+
+def test_raise_ends_fit_after_the_execution_with_the_bad_update_dropped():
+    x, y = data(bad_batch=5)
+    model = classifier(spe=4, jit_compile=False)
+    with pytest.raises(NanTrapError) as err:
+        fit(model, x, y, NanTrap(policy="raise"))
+    assert (err.value.diagnosis.code, err.value.diagnosis.step) == ("NT101", 5)
+    # steps 6 and 7 of the execution ran (from the weights without step 5's update)
+    assert int(model.optimizer.iterations.numpy()) == 7
+    _, ref_weights = unguarded(x, y, [0, 1, 2, 3, 4, 6, 7], jit_compile=False)
+    assert_same_weights(model.get_weights(), ref_weights)
+    assert "train_step" not in vars(model) and model.train_function is None
