@@ -12,9 +12,8 @@ For one ``fit`` the model's instance gets (and loses again on ``uninstall``):
   a failing step.
 
 With ``steps_per_execution=N`` the probe and the seed states are rings of N rows, one per
-step of the execution, and Keras runs the N compiled steps back to back (its own loop over a
-host iterator, no device read in between): the host reads the N steps' numbers at once after
-the execution, and each step is judged with its own batch and seed states. The replay of step
+step of the execution, and the N compiled steps run in one graph call (Keras' own loop over
+the N batches, traced once): the host reads the N steps' numbers at once after the execution, and each step is judged with its own batch and seed states. The replay of step
 k runs on the weights of the execution's end: the same as before step k when the later steps
 were dropped too, otherwise up to N-1 updates later.
 
@@ -66,6 +65,7 @@ class Instrument:
         self._loss: Any = None
         self._installed = False
         self._orig_function: Any = None
+        self._execution: Any = None
         self.metric_vars = list(getattr(model, "metrics_variables", ()))
 
     # install / uninstall ------------------------------------------------------------
@@ -84,6 +84,11 @@ class Instrument:
         change, for instance)."""
         self.model.make_train_function(force=True)
         self._orig_function = self.model.train_function
+        self._execution = self._orig_function
+        if self.rows > 1 and not self.model.run_eagerly:
+            # the N steps of an execution in one graph call, as Keras' own loop would be
+            run = self._orig_function
+            self._execution = tf.function(lambda batches: run(iter(batches)), reduce_retracing=True)
         self.model.train_function = self._train_function
 
     def uninstall(self) -> None:
@@ -122,7 +127,9 @@ class Instrument:
         if not batches:
             raise StopIteration
         self.batches = batches
-        return self._orig_function(iter(batches))
+        if len(batches) == 1:
+            return self._orig_function(iter(batches))
+        return self._execution(tuple(batches))
 
     def _train_step(self, data: Any) -> Any:
         if self.seed_vars:
