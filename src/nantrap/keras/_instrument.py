@@ -13,8 +13,9 @@ For one ``fit`` the model's instance gets (and loses again on ``uninstall``):
 
 With ``steps_per_execution=N`` the probe and the seed states are rings of N rows, one per
 step of the execution, and the N compiled steps run in one graph call (Keras' own loop over
-the N batches, traced once): the host reads the N steps' numbers at once after the execution, and each step is judged with its own batch and seed states. The replay of step
-k runs on the weights of the execution's end: the same as before step k when the later steps
+the N batches, traced once): the host reads the N steps' numbers at once after the
+execution, and each step is judged with its own batch and seed states. The replay of step k
+runs on the weights of the execution's end: the same as before step k when the later steps
 were dropped too, otherwise up to N-1 updates later.
 
 Nothing else of the model or the user's code changes; XLA (``jit_compile=True``) works since
