@@ -14,10 +14,9 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
-import tensorflow as tf
 
 from nantrap.errors import ConfigError
 from nantrap.findings import Diagnosis
@@ -26,7 +25,9 @@ from nantrap.guard.engine import GuardEngine
 from nantrap.guard.policy import Action, Decision
 from nantrap.keras._instrument import Instrument
 from nantrap.tf.guard import TFGuard, check_shares
-from nantrap.tf.probe import ProbeReading
+
+if TYPE_CHECKING:
+    from nantrap.tf.probe import ProbeReading
 
 __all__ = ["NanTrap"]
 
@@ -182,6 +183,7 @@ class NanTrap(keras.callbacks.Callback):
                 return
             # tf.distribute: the forward pass and the gradients; the update (a cross-replica
             # merge) cannot run here, and the guard drops or restores it anyway
+            import tensorflow as tf
             from keras.src.trainers.data_adapters.data_adapter_utils import (
                 unpack_x_y_sample_weight,
             )
@@ -250,6 +252,7 @@ def _set_config(guard: TFGuard, config: GuardConfig) -> None:
 
 def _whole_batch(data: Any) -> Any:
     """A ``tf.distribute`` batch (per-replica shards) as one batch, shards in replica order."""
+    import tensorflow as tf
 
     def join(value: Any) -> Any:
         if not isinstance(value, tf.distribute.DistributedValues):
@@ -262,6 +265,7 @@ def _whole_batch(data: Any) -> Any:
 
 def _head(data: Any, rows: int) -> Any:
     """The first ``rows`` rows of every batched tensor in ``data``."""
+    import tensorflow as tf
 
     def cut(t: Any) -> Any:
         shape = getattr(t, "shape", None)
