@@ -20,7 +20,8 @@ from nantrap.guard.config import GuardConfig
 from nantrap.guard.engine import GuardEngine
 from nantrap.guard.policy import Action
 from nantrap.keras._instrument import Instrument
-from nantrap.tf.guard import TFGuard, check_shares
+from nantrap.keras.guard import KerasGuard, check_shares
+from nantrap.tf.guard import make_guard
 
 __all__ = ["NanTrap"]
 
@@ -68,7 +69,7 @@ class NanTrap(keras.callbacks.Callback):
             saturation=saturation, clipped=clipped, warning_budget=warning_budget
         )
         check_shares(**self._guard_options)
-        self.guard: TFGuard | None = None
+        self.guard: KerasGuard | None = None
         self.instrument: Instrument | None = None
 
     @property
@@ -94,7 +95,7 @@ class NanTrap(keras.callbacks.Callback):
                 f"{keras.backend.backend()!r} (use nantrap.torch.guard for PyTorch loops)"
             )
         self.instrument = Instrument(model, gate=self.config.policy != "warn").install()
-        self.guard = TFGuard(
+        self.guard = make_guard(
             self.config,
             model=model,
             optimizer=optimizer,

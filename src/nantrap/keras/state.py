@@ -1,6 +1,6 @@
-"""Exact host copies of TensorFlow/Keras training state: weights, optimizer slots, the
-iteration counter, the learning rate and the RNG seed states (Keras ``SeedGenerator``s are
-variables of the layers that own them). Restore is bit-exact."""
+"""Exact host copies of Keras training state on any backend (and of plain ``tf.Variable``s):
+weights, optimizer slots, the iteration counter, the learning rate and the RNG seed states
+(Keras ``SeedGenerator``s are variables of the layers that own them). Restore is bit-exact."""
 
 from __future__ import annotations
 
