@@ -5,8 +5,9 @@ For one ``fit`` the model's instance gets (and loses again on ``uninstall``):
 - ``optimizer.apply``: the update runs inside :meth:`Probe.guarded_apply` (gate + numbers);
 - ``compute_loss``: remembers the batch loss tensor for the gate (Keras logs carry only the
   epoch's running mean);
-- ``train_step``: keeps the pre-step seed-generator states and metric values in the graph, and
-  puts the metrics back when the update was dropped (a NaN never reaches the epoch mean);
+- ``train_step``: keeps the pre-step seed-generator states, metric values and other
+  non-trainable state (BatchNorm statistics) in the graph, and puts them back when the update
+  was dropped (a NaN never reaches the epoch mean or the moving statistics);
 - ``train_function``: takes the batch from the iterator on the host and hands it to Keras'
   own compiled step, keeping a reference (no copy) for an exact replay of a failing step.
 
@@ -23,11 +24,13 @@ from typing import Any
 
 import tensorflow as tf
 
+from nantrap.keras.state import is_seed_state, step_state
 from nantrap.tf.probe import OptimizerPatch, Probe
 
 __all__ = ["Instrument"]
 
 _PATCHED = ("train_step", "compute_loss")
+SAMPLE_ROWS = 16  # rows of the batch an early-warning sample traces
 
 
 class Instrument:
@@ -44,11 +47,11 @@ class Instrument:
         self._loss: Any = None
         self._installed = False
         self._orig_function: Any = None
-        self.seed_vars = [v for v in model.variables if _is_seed_state(v)]
+        self.seed_vars = [v for v in model.variables if is_seed_state(v)]
         self.seed_prev = [
             tf.Variable(tf.convert_to_tensor(v), trainable=False) for v in self.seed_vars
         ]
-        self.metric_vars = list(getattr(model, "metrics_variables", ()))
+        self.metric_vars = [*getattr(model, "metrics_variables", ()), *step_state(model)]
 
     # install / uninstall ------------------------------------------------------------
     def install(self) -> Instrument:
@@ -86,6 +89,27 @@ class Instrument:
         finally:
             for name, fn in saved.items():
                 object.__setattr__(self.model, name, fn)
+
+    def replay(self, data: Any) -> Any:
+        """The failing batch's train step, eagerly, with the dropout masks it had."""
+        self.restore_seeds()
+        with self.paused():
+            return self.model.train_step(data)
+
+    def sample(self, data: Any) -> Any:
+        """What the early warnings trace: the forward pass and loss of the first
+        ``SAMPLE_ROWS`` rows of the batch (no gradient, no update); returns the loss."""
+        from keras.src.trainers.data_adapters.data_adapter_utils import (
+            unpack_x_y_sample_weight,
+        )
+
+        x, y, sample_weight = unpack_x_y_sample_weight(_head(data, SAMPLE_ROWS))
+        self.restore_seeds()
+        with self.paused():
+            y_pred = self.model(x, training=True)
+            return self.model.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
 
     def restore_seeds(self) -> None:
         """Put the seed generators back to where they were before the last step."""
@@ -135,5 +159,11 @@ class Instrument:
         return wrapped
 
 
-def _is_seed_state(v: Any) -> bool:
-    return str(getattr(v, "path", getattr(v, "name", ""))).endswith("seed_generator_state")
+def _head(data: Any, rows: int) -> Any:
+    """The first ``rows`` rows of every batched tensor in ``data``."""
+
+    def cut(t: Any) -> Any:
+        shape = getattr(t, "shape", None)
+        return t[:rows] if shape is not None and shape.rank else t
+
+    return tf.nest.map_structure(cut, data)

@@ -1,11 +1,13 @@
-"""``NanTrap``: the training guard as a Keras 3 callback (TensorFlow backend).
+"""``NanTrap``: the training guard as a Keras 3 callback, on the TensorFlow or torch backend.
 
-Each batch, inside the compiled step (XLA included), the probe measures the batch loss, the
-gradient norm and the weight norm after the update, and drops an update whose loss or
-gradients are non-finite before it reaches the weights. The callback reads those numbers
-once per batch (Keras already syncs for its logs) and hands them to
-:class:`~nantrap.tf.guard.TFGuard`: spikes and divergence from the history, localization by
-an eager op-by-op replay of the failing batch, the policy, snapshots, ``events.jsonl``.
+Each batch the probe measures the batch loss, the gradient norm and the weight norm after
+the update, and drops an update whose loss or gradients are non-finite before it reaches the
+weights: inside the compiled step on TensorFlow (XLA included), around the optimizer's
+``apply`` on torch. The callback reads those numbers once per batch (Keras already syncs
+for its logs) and hands them to :class:`~nantrap.keras.guard.KerasGuard`: spikes and
+divergence from the history, localization by an eager op-by-op replay of the failing batch
+(TensorFlow's op tracer, or the PyTorch guard's on torch), the policy, snapshots,
+``events.jsonl``.
 """
 
 from __future__ import annotations
@@ -19,13 +21,11 @@ from nantrap.findings import Diagnosis
 from nantrap.guard.config import GuardConfig
 from nantrap.guard.engine import GuardEngine
 from nantrap.guard.policy import Action
-from nantrap.keras._instrument import Instrument
 from nantrap.keras.guard import KerasGuard, check_shares
-from nantrap.tf.guard import make_guard
 
 __all__ = ["NanTrap"]
 
-SAMPLE_ROWS = 16  # rows of the batch an early-warning sample traces
+BACKENDS = ("tensorflow", "torch")
 
 
 class NanTrap(keras.callbacks.Callback):
@@ -70,7 +70,7 @@ class NanTrap(keras.callbacks.Callback):
         )
         check_shares(**self._guard_options)
         self.guard: KerasGuard | None = None
-        self.instrument: Instrument | None = None
+        self.instrument: Any = None
 
     @property
     def engine(self) -> GuardEngine | None:
@@ -89,20 +89,35 @@ class NanTrap(keras.callbacks.Callback):
         optimizer = getattr(model, "optimizer", None)
         if optimizer is None:
             raise ConfigError("NanTrap needs a compiled model: call model.compile(optimizer=...)")
-        if keras.backend.backend() != "tensorflow":
+        backend = keras.backend.backend()
+        if backend not in BACKENDS:
             raise ConfigError(
-                f"NanTrap supports the TensorFlow backend; this Keras runs on "
-                f"{keras.backend.backend()!r} (use nantrap.torch.guard for PyTorch loops)"
+                f"NanTrap supports Keras on the TensorFlow and torch backends; this Keras "
+                f"runs on {backend!r}"
             )
-        self.instrument = Instrument(model, gate=self.config.policy != "warn").install()
-        self.guard = make_guard(
+        gate = self.config.policy != "warn"
+        if backend == "tensorflow":
+            from nantrap.keras._instrument import Instrument
+            from nantrap.tf.guard import TFBackend
+
+            self.instrument = Instrument(model, gate=gate).install()
+            tracer: Any = TFBackend(model, every=self.config.early_warnings, **self._guard_options)
+        else:
+            from nantrap.keras._torch_backend import TorchBackend
+            from nantrap.keras._torch_instrument import TorchInstrument
+
+            self.instrument = TorchInstrument(model, gate=gate).install()
+            options = dict(self._guard_options)
+            options.pop("warning_budget")  # sampled in the step itself: no replay to budget
+            tracer = TorchBackend(model, every=self.config.early_warnings, **options)
+        self.guard = KerasGuard(
             self.config,
+            backend=tracer,
             model=model,
             optimizer=optimizer,
             framework="keras",
             extra_state=lambda: list(getattr(model, "metrics_variables", ())),
             on_rebuild=self.instrument.rebuild,
-            **self._guard_options,
         )
         self.guard.start()
 
@@ -114,8 +129,8 @@ class NanTrap(keras.callbacks.Callback):
             decision = guard.after_step(
                 inst.probe.read(),
                 has_loss=inst.has_loss,
-                replay=None if data is None else lambda: self._replay(data),
-                sample=None if data is None else lambda: self._sample(data),
+                replay=None if data is None else lambda: inst.replay(data),
+                sample=None if data is None else lambda: inst.sample(data),
                 inputs=data,
             )
         except BaseException:
@@ -127,40 +142,8 @@ class NanTrap(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         self._close(None)
 
-    def _replay(self, data: Any) -> None:
-        """The failing batch's train step, eagerly, with the dropout masks it had."""
-        self.instrument.restore_seeds()
-        with self.instrument.paused():
-            self.model.train_step(data)
-
-    def _sample(self, data: Any) -> Any:
-        """What the early warnings trace: the forward pass and loss of the first
-        ``SAMPLE_ROWS`` rows of the batch (no gradient, no update); returns the loss."""
-        from keras.src.trainers.data_adapters.data_adapter_utils import (
-            unpack_x_y_sample_weight,
-        )
-
-        x, y, sample_weight = unpack_x_y_sample_weight(_head(data, SAMPLE_ROWS))
-        self.instrument.restore_seeds()
-        with self.instrument.paused():
-            y_pred = self.model(x, training=True)
-            return self.model.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
-
     def _close(self, status: str | None) -> None:
         if self.instrument is not None:
             self.instrument.uninstall()
         if self.guard is not None:
             self.guard.close(status)
-
-
-def _head(data: Any, rows: int) -> Any:
-    """The first ``rows`` rows of every batched tensor in ``data``."""
-    import tensorflow as tf
-
-    def cut(t: Any) -> Any:
-        shape = getattr(t, "shape", None)
-        return t[:rows] if shape is not None and shape.rank else t
-
-    return tf.nest.map_structure(cut, data)

@@ -64,6 +64,13 @@ class Backend(Protocol):
     def flat_weights(self, variables: Sequence[Any]) -> np.ndarray:
         """Every weight in one float32 host vector (one fused device read)."""
 
+    def capture_rng(self) -> Any:
+        """Random-generator state outside Keras variables that a snapshot must keep (the
+        torch generators behind unseeded dropout), or None."""
+
+    def restore_rng(self, state: Any) -> None:
+        """Put back what :meth:`capture_rng` returned."""
+
     def close(self) -> None:
         """Remove whatever the backend installed."""
 
@@ -106,7 +113,7 @@ class KerasGuard:
         self.engine = GuardEngine(
             config,
             framework=framework,
-            restore=self._restore,
+            restore=self.restore,
             lrs=self._lrs,
             scale_lr=self._scale_lr,
         )
@@ -129,7 +136,7 @@ class KerasGuard:
             argv=list(sys.argv),
         )
         self._param_norm = _norm(self._trainable)
-        self.engine.take_snapshot(self.state.capture())
+        self.engine.take_snapshot(self.capture())
         self._last_end = time.perf_counter()
 
     def close(self, status: str | None = None) -> None:
@@ -225,7 +232,7 @@ class KerasGuard:
         engine.after_update(obs, ranges=ranges or None)
         self._param_norm = param_norm
         if engine.snapshot_due() and worth_snapshot(engine.history):
-            engine.take_snapshot(self.state.capture())
+            engine.take_snapshot(self.capture())
 
     def _spike(self, spike: Spike, obs: Observation, reading: ProbeReading) -> Decision | None:
         if self._in_spike and self.config.on_spike == "warn":
@@ -323,8 +330,19 @@ class KerasGuard:
             return math.inf
         return ema.mean + max(cfg.spike_sigma * ema.std, (cfg.spike_ratio - 1.0) * abs(ema.mean))
 
-    def _restore(self, state: Any) -> None:
+    def capture(self) -> dict[str, Any]:
+        """A snapshot: every variable of the run (host copies) and the backend's RNG."""
+        state = self.state.capture()
+        rng = self.backend.capture_rng()
+        if rng is not None:
+            state["rng"] = rng
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`capture` back, bit-exactly."""
         self.state.restore(state)
+        if "rng" in state:
+            self.backend.restore_rng(state["rng"])
         self._lr = None
 
     # -- learning rate ----------------------------------------------------------------------

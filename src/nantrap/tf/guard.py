@@ -105,6 +105,12 @@ class TFBackend:
             )
         return self._flatten().numpy()
 
+    def capture_rng(self) -> None:
+        return None  # Keras on TensorFlow draws from SeedGenerator variables, snapshotted
+
+    def restore_rng(self, state: Any) -> None:
+        return None
+
     def close(self) -> None:
         self._flatten = None
 
