@@ -149,3 +149,9 @@ def test_torch_compiled_step_is_guarded_and_replayed_eagerly(scenarios):
     (d,) = f["diagnoses"]
     assert (d["code"], d["step"], d["action"]) == ("NT101", 2, "skipped")
     assert f["finite"]
+
+
+def test_loss_scale_overflows_are_left_to_the_loss_scale_optimizer(scenarios):
+    f = facts(scenarios, "mixed_precision_loss_scale")
+    assert f["diagnoses"] == [] and f["scale_skips"] > 0  # fp16 overflows, handled by LSO
+    assert f["scale"] < 2.0**40 and math.isfinite(f["loss"])

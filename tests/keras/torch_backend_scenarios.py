@@ -346,6 +346,30 @@ def torch_compile_step():
     }
 
 
+@scenario
+def mixed_precision_loss_scale():
+    """A LossScaleOptimizer skips fp16-overflowing steps by itself: not incidents."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
+        )
+        opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=2.0**40)
+        model.compile(optimizer=opt, loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        x, y = data()
+        trap = NanTrap(policy="raise")
+        hist = model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[trap])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return {
+        "diagnoses": [facts(d) for d in trap.diagnoses],
+        "scale_skips": trap.guard.scale_skips,
+        "scale": float(opt.dynamic_scale),
+        "loss": hist.history["loss"][-1],
+    }
+
+
 def main(names):
     torch.set_num_threads(1)
     out = {}
