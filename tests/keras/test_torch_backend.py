@@ -155,3 +155,11 @@ def test_loss_scale_overflows_are_left_to_the_loss_scale_optimizer(scenarios):
     f = facts(scenarios, "mixed_precision_loss_scale")
     assert f["diagnoses"] == [] and f["scale_skips"] > 0  # fp16 overflows, handled by LSO
     assert f["scale"] < 2.0**40 and math.isfinite(f["loss"])
+
+
+def test_a_step_that_raises_leaves_no_patch_hook_or_dispatch_mode(scenarios):
+    f = facts(scenarios, "a_step_that_raises_leaves_nothing_behind")
+    assert f["error"] == "user bug in the loss"
+    assert f["end"]["type"] == "end" and f["end"]["status"] == "error"
+    assert f["patched"] == [] and not f["optimizer_patched"]
+    assert f["hooks"] == 0 and f["modes"] == 0

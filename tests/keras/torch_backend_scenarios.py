@@ -370,6 +370,39 @@ def mixed_precision_loss_scale():
     }
 
 
+@scenario
+def a_step_that_raises_leaves_nothing_behind():
+    """fit ends without on_train_end when a step raises: the guard still cleans up."""
+    calls = []
+
+    def flaky_loss(y, p):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("user bug in the loss")
+        return hand_ce(y, p)
+
+    model = classifier(flaky_loss)
+    x, y = data(32)
+    with tempfile.TemporaryDirectory() as tmp:
+        trap = NanTrap(policy="skip", log_dir=tmp, early_warnings=1)
+        try:
+            model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[trap], shuffle=False)
+            error = None
+        except RuntimeError as e:
+            error = str(e)
+        events = read_events(os.path.join(tmp, "events.jsonl"))
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    return {
+        "error": error,
+        "end": events[-1],
+        "patched": sorted(n for n in ("train_step", "compute_loss") if n in vars(model)),
+        "optimizer_patched": "apply" in vars(model.optimizer),
+        "hooks": len(model._forward_pre_hooks) + len(model._forward_hooks),
+        "modes": len(_get_current_dispatch_mode_stack()),
+    }
+
+
 def main(names):
     torch.set_num_threads(1)
     out = {}

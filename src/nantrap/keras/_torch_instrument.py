@@ -125,9 +125,10 @@ class TorchProbe:
 class TorchInstrument:
     """The probe and the patches of one model; see the module docstring."""
 
-    def __init__(self, model: Any, *, gate: bool = True):
+    def __init__(self, model: Any, *, gate: bool = True, on_error: Any = None):
         self.model = model
         self.optimizer = model.optimizer
+        self.on_error = on_error  # called when a step raises (fit then ends without us)
         self.probe = TorchProbe(model.optimizer, gate=gate)
         self.last_batch: Any = None
         self.has_loss = False
@@ -201,7 +202,12 @@ class TorchInstrument:
     # the patched pieces ---------------------------------------------------------------
     def _train_function(self, data: Any) -> Any:
         self.last_batch = data[0] if isinstance(data, (list, tuple)) and len(data) == 1 else data
-        return self._orig_function(data)
+        try:
+            return self._orig_function(data)
+        except BaseException:
+            if self.on_error is not None:
+                self.on_error()
+            raise
 
     def _train_step(self, data: Any) -> Any:
         self.rng_prev = capture_rng(host=False)

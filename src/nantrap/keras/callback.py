@@ -106,7 +106,9 @@ class NanTrap(keras.callbacks.Callback):
             from nantrap.keras._torch_backend import TorchBackend
             from nantrap.keras._torch_instrument import TorchInstrument
 
-            self.instrument = TorchInstrument(model, gate=gate).install()
+            self.instrument = TorchInstrument(
+                model, gate=gate, on_error=lambda: self._close("error")
+            ).install()
             options = dict(self._guard_options)
             options.pop("warning_budget")  # sampled in the step itself: no replay to budget
             tracer = TorchBackend(model, every=self.config.early_warnings, **options)
