@@ -94,9 +94,10 @@ class TorchProbe:
             else list(self.optimizer._trainable_variables)
         )
         scale = getattr(self.optimizer, "dynamic_scale", None)
+        loss = self.loss
+        device = loss.device if isinstance(loss, torch.Tensor) else None
         with torch.no_grad():
-            gsq = _sum_squares(grads)
-            loss = self.loss
+            gsq = _sum_squares(grads, device)
             loss32 = (
                 loss.detach().float().reshape(-1)[0]
                 if isinstance(loss, torch.Tensor)
@@ -118,7 +119,7 @@ class TorchProbe:
         if self.applied:
             result = self._original(grads, trainable_variables)
         with torch.no_grad():
-            self._param_sq = _sum_squares([v.value for v in variables])
+            self._param_sq = _sum_squares([v.value for v in variables], device)
         return result
 
 
@@ -238,10 +239,10 @@ class TorchInstrument:
         return wrapped
 
 
-def _sum_squares(tensors: list[Any]) -> torch.Tensor:
+def _sum_squares(tensors: list[Any], device: Any = None) -> torch.Tensor:
     """Sum of squares of every element, in float32 (NaN/Inf propagate): one fused norm."""
     floats = [t for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()]
     if not floats:
-        return torch.zeros(())
+        return torch.zeros((), device=device)
     norms = torch._foreach_norm(floats)
     return torch.stack([n.float() for n in norms]).square().sum()
