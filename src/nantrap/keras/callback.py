@@ -43,7 +43,8 @@ class NanTrap(keras.callbacks.Callback):
         log_dir: where ``events.jsonl`` goes (None: in memory, ``trap.events``).
         saturation / clipped: shares of saturated activations / clipped elements that make
             an early warning.
-        warning_budget: the share of training time sampled early-warning replays may use.
+        warning_budget: the share of training time sampled early-warning replays may use
+            (TensorFlow; on torch a sampled training step itself is watched, no replay).
         **options: any :class:`~nantrap.guard.config.GuardConfig` field (``lr_decay``,
             ``max_retries``, ``snapshot_every``, ``snapshot_keep``, ``log_every``,
             ``on_spike``, ``spike_sigma``, ``early_warnings`` (sampling interval, 0: off),
