@@ -178,8 +178,11 @@ class TorchGuard:
         route_scheduler_patch(optimizer, functools.partial(guarded_step, optimizer))
         # fused optimizers let GradScaler skip the unscale; the guard needs unscaled grads
         self._amp_flag = optimizer.__dict__.pop("_step_supports_amp_scaling", None)
-        # the "end" record is written on unguard/close, or when the guard is collected
-        self._finalizer = weakref.finalize(self, _end_run, self.engine)
+        # the "end" record is written on unguard/close, or when the guard is collected;
+        # then too the dispatch modes of a step left half done (the user's code raised and
+        # the run was abandoned) are exited and the model's hooks removed
+        self._owned: dict[str, Any] = {"early": self.early, "hooks": self._hooks}
+        self._finalizer = weakref.finalize(self, _end_run, self.engine, self._owned)
 
     # -- public ------------------------------------------------------------------------
 
@@ -615,7 +618,7 @@ class TorchGuard:
         except ImportError as err:
             return f"op tracing is unavailable ({err})"
         if self._trace is None:
-            self._trace = ArmedTrace(_plain_model(self.model))
+            self._trace = self._owned["trace"] = ArmedTrace(_plain_model(self.model))
         self._trace.arm()
         self._trace_left = self.config.trace_steps
         return (
@@ -802,7 +805,13 @@ def _weak(method: Callable) -> Callable:
     return lambda *args: ref()(*args)
 
 
-def _end_run(engine: GuardEngine) -> None:
+def _end_run(engine: GuardEngine, owned: dict[str, Any]) -> None:
+    """The guard was collected without ``close``: stop what it started, end the log."""
+    for hook in owned.pop("hooks", ()):
+        hook.remove()
+    for part in owned.values():
+        if part is not None:
+            part.close()
     if not engine.ended:
         engine.end()
 
