@@ -196,6 +196,9 @@ class TorchGuard:
 
     @property
     def step_count(self) -> int:
+        """Training iterations so far (the step numbers of diagnoses and events): updates,
+        skipped steps and the steps a GradScaler skipped (counted at the next
+        ``zero_grad``); a rollback sets it back to its snapshot's step."""
         return self.engine.step
 
     def track(self, obj: Any) -> None:
@@ -330,17 +333,27 @@ class TorchGuard:
             engine.warn(dataclasses.replace(traced, incident=False, action="skipped-by-scaler"))
         obs = self.probe.measure(params, loss=None, inputs=self._inputs, scale=self.scaler._scale)
         problem = engine.classify(dataclasses.replace(obs, grad_norm=0.0))
+        decision = None
         if problem is Problem.CORRUPT_STATE:
             self._drop_step()
-            self._after_incident(
-                engine.act(self._explain_corrupt(params, engine.step), state_corrupt=True, obs=obs)
+            decision = engine.act(
+                self._explain_corrupt(params, engine.step), state_corrupt=True, obs=obs
             )
         elif problem is Problem.BAD_INPUT and self._inputs_really_bad():
             self._drop_step()
             stats = self._bad_inputs()
-            self._after_incident(engine.act(nonfinite_input(engine.step, stats), obs=obs))
-        elif engine.check_loss_scale(obs.loss_scale) and self.config.localize:
-            self._arm_trace()  # the next skipped step shows which op overflows
+            decision = engine.act(nonfinite_input(engine.step, stats), obs=obs)
+        else:
+            if engine.check_loss_scale(obs.loss_scale) and self.config.localize:
+                self._arm_trace()  # the next skipped step shows which op overflows
+            if engine.snapshot_due():  # the state is the step's start state: no update ran
+                engine.take_snapshot(self._capture())
+        if decision is not None:
+            self._after_incident(decision)
+        if decision is None or decision.action is Action.WARN:
+            # steps count iterations (what the user's loop counts), updates or not: a
+            # message after 20 skipped iterations says "step 20", not "step 0"
+            engine.idle_step()
 
     def _begin(self) -> None:
         if not self._fresh:
