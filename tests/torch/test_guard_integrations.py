@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 import nantrap.torch as nt
 from nantrap.findings import Category, Phase
+from nantrap.report.run_log import load_run
 from tests.torch._guard_setup import (
     Net,
     batches,
@@ -43,17 +44,21 @@ def test_closure_form_localizes_the_first_bad_op_and_the_replay_is_invisible():
     assert same(state(model, opt), state(model2, opt2))
 
 
-def test_loop_form_arms_tracing_writes_a_bundle_and_localizes_the_next_incident(tmp_path):
-    model, opt = make("skip", log_dir=tmp_path)
+def _loop_form_log_of_zero(opt, model, bad=(2, 4)):
     for i, (x, y) in enumerate(DATA[:6]):
         opt.zero_grad()
         err = (model(x) - y) ** 2
         keep = torch.ones_like(err)
-        if i in (2, 4):
+        if i in bad:
             keep[0] = 0.0
         loss = err.mean() - torch.log(err * keep).mean()  # <- loop-form log
         loss.backward()
         opt.step(loss=loss, targets=y)
+
+
+def test_loop_form_arms_tracing_writes_a_bundle_and_localizes_the_next_incident(tmp_path):
+    model, opt = make("skip", log_dir=tmp_path)
+    _loop_form_log_of_zero(opt, model)
     first, second = opt.diagnoses
     assert first.code == "NT903" and "tracing is armed" in first.message
     assert first.step == 2 and first.action == "skipped"
@@ -74,6 +79,40 @@ def test_loop_form_arms_tracing_writes_a_bundle_and_localizes_the_next_incident(
     torch.manual_seed(0)
     found = nt.replay(bundle, Net(), loss_fn)
     assert found is not None and (found.code, found.op) == ("NT103", "aten.log.default")
+
+
+def test_loop_form_first_unlocalized_incident_is_folded_into_the_traced_one(tmp_path):
+    """The NT903 of the step that could not be replayed is provisional: the incident the
+    armed trace localizes names it, and the report leads with the localized cause."""
+    from nantrap.report.markdown import render_markdown
+
+    model, opt = make("skip", log_dir=tmp_path)
+    _loop_form_log_of_zero(opt, model)
+    first, second = opt.diagnoses
+    assert first.evidence["pending_trace"] == 3 and first.evidence["superseded_by"] == 4
+    assert second.evidence["supersedes"] == [{"code": "NT903", "step": 2}]
+    assert "first seen at step 2" in second.message
+    nt.unguard(opt)
+
+    log = load_run(tmp_path)
+    (incident,) = log.incidents()
+    assert (incident.diagnosis.code, incident.step, incident.first_step) == ("NT103", 4, 2)
+    assert [(e.diagnosis.code, e.step) for e in incident.earlier] == [("NT903", 2)]
+    assert [a["action"] for a in incident.earlier[0].actions] == ["skip"]
+    md = render_markdown(log)
+    assert "**First incident:** step 4 · NT103 domain · log" in md
+    assert "**incidents** 2" in md and "First seen at step 2" in md
+    assert "### Incident 2" not in md
+
+
+def test_loop_form_unlocalized_incident_stays_when_the_trace_finds_nothing(tmp_path):
+    model, opt = make("skip", log_dir=tmp_path)
+    _loop_form_log_of_zero(opt, model, bad=(1,))
+    (only,) = opt.diagnoses
+    assert only.code == "NT903" and only.evidence["pending_trace"] == 3
+    nt.unguard(opt)
+    (incident,) = load_run(tmp_path).incidents()
+    assert incident.diagnosis.code == "NT903" and not incident.earlier
 
 
 def test_bf16_autocast_runs_clean_and_skips_a_bad_step():

@@ -145,6 +145,7 @@ class TorchGuard:
         self.bundles: list[Path] = []  # repro bundles written so far
         self._trace: Any = None  # ArmedTrace in loop form B
         self._trace_left = 0
+        self._awaiting: list[int] = []  # steps of NT903s waiting for the armed trace
         self._sampled = False  # early warnings sampled this step: its ranges go on record
         self._warned_stopped = False
         # the first snapshot is taken at the first step (``_begin``), not here: a checkpoint
@@ -596,8 +597,38 @@ class TorchGuard:
                 reason = self._arm_trace()
         elif not self.config.localize:
             reason = "localization is off (localize=False)"
-        return self.engine.explain(
+        found = self.engine.explain(
             what=what, localized=localized, reason=reason, phase=Phase.BACKWARD
+        )
+        return self._fold_unlocalized(found, traced, step)
+
+    def _fold_unlocalized(self, found: Diagnosis, traced: Diagnosis | None, step: int) -> Diagnosis:
+        """Loop form B: the incident that armed the trace is an NT903 marked
+        ``pending_trace``; the incident the trace then localizes ``supersedes`` it (the
+        report folds the two and leads with the cause). Evidence fields only: additive."""
+        if found.code == "NT903" and traced is None and self._trace is not None:
+            self._awaiting.append(step)
+            return dataclasses.replace(
+                found, evidence={**found.evidence, "pending_trace": self.config.trace_steps}
+            )
+        if traced is None or found.code == "NT903" or not self._awaiting:
+            return found
+        earlier, self._awaiting = self._awaiting, []
+        diagnoses = self.engine.diagnoses  # the in-memory NT903s say what superseded them
+        for i, d in enumerate(diagnoses):
+            if d.code == "NT903" and d.step in earlier and "superseded_by" not in d.evidence:
+                diagnoses[i] = dataclasses.replace(
+                    d, evidence={**d.evidence, "superseded_by": step}
+                )
+        seen = ", ".join(map(str, earlier))
+        return dataclasses.replace(
+            found,
+            message=f"{found.message} (first seen at step {seen}, where the plain loop could "
+            f"not replay the step; traced at step {step})",
+            evidence={
+                **found.evidence,
+                "supersedes": [{"code": "NT903", "step": s} for s in earlier],
+            },
         )
 
     def _replay(self, closure: Callable, step: int) -> tuple[Diagnosis | None, str]:
@@ -651,6 +682,8 @@ class TorchGuard:
         else:
             self._trace.close()
             self._trace = None
+            if found is None:  # the trace ran out: those NT903s stay as they are
+                self._awaiting = []
         return found
 
     def _write_bundle(self, diagnosis: Diagnosis, step: int) -> None:
