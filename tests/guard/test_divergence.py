@@ -141,7 +141,7 @@ def test_a_clipped_gradient_norm_sets_no_bound_the_update_ratio_does():
     d = diagnose_divergence(history, step=10, lr=5.0)
     assert d is not None and d.evidence["grad_norm_clipped_at"] == pytest.approx(1.0)
     assert d.evidence["suggested_lr"] == pytest.approx(5.0 * 1e-2 / 1.4)
-    assert "grad norm pinned at 1 by clipping" in d.message
+    assert "grad norm flat at 1 (as under clipping)" in d.message
     # without a sampled ratio: a tenth, not the ~half that "grad norm x1 per step" gave
     history.ratios.clear()
     d = diagnose_divergence(history, step=10, lr=5.0)

@@ -232,4 +232,4 @@ def test_lr_suggestion_under_gradient_clipping_comes_from_the_update_ratio(make_
     assert sane / 10 <= ev["suggested_lr"] <= sane * 10, ev["suggested_lr_from"]
     assert ev["grad_norm_clipped_at"] == pytest.approx(1.0, rel=1e-3)
     assert "clipped" in ev["suggested_lr_from"]
-    assert "grad norm pinned at 1 by clipping" in err.value.diagnosis.message
+    assert "grad norm flat at 1 (as under clipping)" in err.value.diagnosis.message

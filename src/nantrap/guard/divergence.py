@@ -150,9 +150,10 @@ def _suggest_lr(ev: dict[str, Any], lr: float, lr_decay: float) -> tuple[float, 
         clip = ev["grad_norm_clipped_at"]
         if ratio > 0:
             value, floor = lr * 10 * HEALTHY_RATIO / ratio, 1e-6
-            how = f"gradient clipped at norm {clip:.3g}; update ratio {ratio:.2g} -> 1e-2"
+            how = f"grad norm flat at {clip:.3g} (clipped): update ratio {ratio:.2g} -> 1e-2"
         else:
-            value, how = lr / 10.0, f"gradient clipped at norm {clip:.3g}, update ratio unsampled"
+            value = lr / 10.0
+            how = f"grad norm flat at {clip:.3g} (clipped), update ratio unsampled"
     elif growth > 1.0 and steps > 0:
         rho = growth ** (1.0 / steps) - 1.0
         if rho <= LINEAR_REGIME:
@@ -191,7 +192,7 @@ def diagnose_divergence(
             f"(median {ev['update_ratio_median']:.3g}; healthy ~{HEALTHY_RATIO:g})"
         )
     if "grad_norm_clipped_at" in ev:
-        parts.append(f"grad norm pinned at {ev['grad_norm_clipped_at']:.3g} by clipping")
+        parts.append(f"grad norm flat at {ev['grad_norm_clipped_at']:.3g} (as under clipping)")
     elif ev.get("grad_norm_growth", 1.0) > 1.5:
         parts.append(
             f"grad norm grew {ev['grad_norm_growth']:.3g}x over {ev['grad_norm_growth_steps']} "
