@@ -431,6 +431,8 @@ class TorchGuard:
     def _end_iteration(self) -> None:
         self.copier.fence()  # no later work of the stream changes what a snapshot copies
         self._fresh = False
+        if self._trace is None:  # the trace ran out or was used: those NT903s stay as is
+            self._awaiting = []
         self._inputs.clear()
         self._micro.clear()
 
@@ -611,12 +613,15 @@ class TorchGuard:
             return dataclasses.replace(
                 found, evidence={**found.evidence, "pending_trace": self.config.trace_steps}
             )
-        if traced is None or found.code == "NT903" or not self._awaiting:
+        if traced is None or not self._awaiting:
             return found
         earlier, self._awaiting = self._awaiting, []
+        if found.code == "NT903":  # the trace saw the value but named no op
+            return found
         diagnoses = self.engine.diagnoses  # the in-memory NT903s say what superseded them
         for i, d in enumerate(diagnoses):
-            if d.code == "NT903" and d.step in earlier and "superseded_by" not in d.evidence:
+            ev = d.evidence
+            if d.step in earlier and "pending_trace" in ev and "superseded_by" not in ev:
                 diagnoses[i] = dataclasses.replace(
                     d, evidence={**d.evidence, "superseded_by": step}
                 )
@@ -682,8 +687,6 @@ class TorchGuard:
         else:
             self._trace.close()
             self._trace = None
-            if found is None:  # the trace ran out: those NT903s stay as they are
-                self._awaiting = []
         return found
 
     def _write_bundle(self, diagnosis: Diagnosis, step: int) -> None:
