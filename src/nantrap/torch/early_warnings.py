@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -169,6 +170,11 @@ class EarlyWarnings:
 
     def _pop_and_range(self, path: str):
         def hook(module: torch.nn.Module, args: Any, out: Any) -> None:
+            if self._mode is None:
+                return  # a hook torch was iterating when the sample was dropped
+            if module is self.model and out is None and sys.exc_info()[0] is not None:
+                self._drop_sample()  # the forward raised (always_call runs this hook)
+                return
             if self._module_stack:
                 self._module_stack.pop()
             tensors = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
@@ -188,6 +194,25 @@ class EarlyWarnings:
             hook.remove()
         self._sample_hooks.clear()
         self._module_stack.clear()
+
+    def _drop_sample(self) -> None:
+        """The sampled forward raised: exit the dispatch mode now (the ``end_step`` that
+        would exit it may never come: a run abandoned after the error would keep every
+        later op of the process going through the mode) and sample the next forward
+        instead. Torch is iterating the root's forward hooks: its sampling hook stays
+        (inert) until the next ``_stop``; the others go now."""
+        if self._mode is not None:
+            mode, self._mode = self._mode, None
+            exit_mode(mode)
+        root = self.model._forward_hooks
+        stay = [h for h in self._sample_hooks if h.hooks_dict_ref() is root]
+        for hook in self._sample_hooks:
+            if all(hook is not s for s in stay):
+                hook.remove()
+        self._sample_hooks = stay
+        self._module_stack.clear()
+        self._sites, self._range_stats, self._pending = [], {}, []
+        self._due = True
 
     def _collect(self, step: int) -> list[Diagnosis]:
         self._stop()
