@@ -45,7 +45,8 @@ def test_steps_the_scaler_skips_are_not_incidents():
     model, opt, scales, _ = _run(8, init_scale=2.0**20)
     assert scales[0] < 2.0**20  # the scaler did skip its first steps (scale halved)
     assert not opt.diagnoses
-    assert 0 < opt.guard.step_count < 8  # only the applied updates count as guard steps
+    opt.zero_grad()  # the scaler's last skip (if any) is known at the next zero_grad
+    assert opt.guard.step_count == 8  # guard steps count iterations, skipped ones too
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -65,3 +66,49 @@ def test_a_collapsing_scale_is_precision_and_the_overflow_is_localized():
     # no update after the blow-up: the weights are those of the last good step
     last = params_at[3]
     assert all(torch.equal(a, p) for a, p in zip(last, model.parameters(), strict=True))
+
+
+def test_step_numbers_count_iterations_the_scaler_skipped(tmp_path):
+    """init_scale 2**40 makes the scaler skip the first 24 iterations (scaled gradients
+    overflow float16) while it halves its scale: a bad batch at iteration 27 is reported
+    as step 27, in the diagnosis, its message and events.jsonl, not as step 3."""
+    import json
+    import math
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=1000)
+    opt = nt.guard(
+        torch.optim.SGD(model.parameters(), lr=1e-2),
+        model,
+        policy="rollback",
+        scaler=scaler,
+        early_warnings=0,
+        log_dir=tmp_path,
+        bundle=False,
+    )
+    g = torch.Generator().manual_seed(0)
+    skipped = 0
+    for it in range(30):
+        x, y = torch.randn(16, 8, generator=g), torch.randn(16, 1, generator=g)
+        if it == 27:
+            x[0, 0] = math.nan
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = ((model(x).float() - y) ** 2).mean()
+        before = scaler.get_scale()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        skipped += scaler.get_scale() < before
+    opt.zero_grad()  # the last iteration ends
+    assert skipped >= 20
+    (d,) = opt.diagnoses
+    assert (d.code, d.step, d.action) == ("NT401", 27, "skipped")
+    assert "at step 27" in d.message
+    assert opt.guard.step_count == 30
+    nt.unguard(opt)
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["type"] == "diagnosis"] == [27]
+    assert [r["step"] for r in records if r["type"] == "action"] == [27]
+    assert records[-1]["type"] == "end" and records[-1]["step"] == 30

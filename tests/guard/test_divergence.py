@@ -4,6 +4,7 @@ import pytest
 
 from nantrap.findings import Category, Phase
 from nantrap.guard import History, diagnose_divergence, diagnose_spike
+from nantrap.guard.divergence import divergence_evidence
 
 
 def _diverging_history(lr_growth=2.0, steps=12):
@@ -129,3 +130,26 @@ def test_no_runaway_on_noisy_training_or_a_slow_rise():
         history.observe(step, loss=1.0 + 0.5 * step, grad_norm=1.0, param_norm=10.0, lr=0.1)
     assert not _runaways(history, 19)
     assert history.rising("loss") == (19, pytest.approx(10.5))
+
+
+def test_a_clipped_gradient_norm_sets_no_bound_the_update_ratio_does():
+    history = History(window=32)
+    for step in range(10):  # clip_grad_norm_(..., 1.0): the norm sits at 1 +- float error
+        g = 1.0 - 1e-7 * (step % 3)
+        history.observe(step, loss=2.0 + step, grad_norm=g, param_norm=10.0 * 1.3**step, lr=5.0)
+    history.observe_ratio(0, 1.4)
+    d = diagnose_divergence(history, step=10, lr=5.0)
+    assert d is not None and d.evidence["grad_norm_clipped_at"] == pytest.approx(1.0)
+    assert d.evidence["suggested_lr"] == pytest.approx(5.0 * 1e-2 / 1.4)
+    assert "grad norm flat at 1 (as under clipping)" in d.message
+    # without a sampled ratio: a tenth, not the ~half that "grad norm x1 per step" gave
+    history.ratios.clear()
+    d = diagnose_divergence(history, step=10, lr=5.0)
+    assert d.evidence["suggested_lr"] == pytest.approx(0.5)
+
+
+def test_an_unclipped_noisy_norm_is_not_read_as_clipped():
+    history = History(window=32)
+    for step in range(10):
+        history.observe(step, grad_norm=1.0 + 0.05 * (step % 4), param_norm=10.0, lr=0.1)
+    assert "grad_norm_clipped_at" not in divergence_evidence(history, 0.1)

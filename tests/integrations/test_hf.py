@@ -91,10 +91,12 @@ def test_second_fault_is_localized_to_the_module(tmp_path):
     _poison(model, at_calls={3, 6})
     trap = NanTrap(policy="skip", early_warnings=0)
     _train(tmp_path, model, trap)
-    first, second = load_run(tmp_path / "out" / "nantrap").incidents()
-    assert first.step == 2 and second.step == 5
-    assert first.diagnosis.code == "NT903"  # loop form: armed, not localized yet
-    diag = second.diagnosis
+    (incident,) = load_run(tmp_path / "out" / "nantrap").incidents()
+    # loop form: step 2 armed tracing (NT903), the traced step 5 names it; the report folds
+    (first,) = incident.earlier
+    assert (first.step, first.diagnosis.code, incident.step) == (2, "NT903", 5)
+    diag = incident.diagnosis
+    assert diag.evidence["supersedes"] == [{"code": "NT903", "step": 2}]
     assert diag.module == "model.transformer.h.0.mlp" and diag.neutral_op == "mul"
     assert diag.location.path.endswith("test_hf.py")  # the line of the injected fault
 

@@ -14,10 +14,19 @@ pytest.importorskip("keras")
 SCRIPT = Path(__file__).resolve().parents[1] / "run" / "scripts" / "keras_train.py"
 
 
-def test_fit_of_an_unchanged_script_is_guarded(tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_fit_of_an_unchanged_script_is_guarded(tmp_path, backend):
+    pytest.importorskip(backend)
     run_dir = tmp_path / "run"
     out = run_nantrap(
-        "run", "--policy", "skip", "--log-dir", str(run_dir), str(SCRIPT), cwd=tmp_path
+        "run",
+        "--policy",
+        "skip",
+        "--log-dir",
+        str(run_dir),
+        str(SCRIPT),
+        cwd=tmp_path,
+        env={"KERAS_BACKEND": backend},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "finite weights True" in out.stdout  # the NaN batch's update was dropped
@@ -28,4 +37,5 @@ def test_fit_of_an_unchanged_script_is_guarded(tmp_path):
     assert incident.step == 2 and incident.diagnosis.category.value == "bad-data"
     assert [a["action"] for a in incident.actions] == ["skip"]
     assert log.header["framework"] == "keras"
+    assert f"keras backend {backend}" in out.stdout
     assert "NT401" in (run_dir / "report.html").read_text()

@@ -244,3 +244,26 @@ def test_mixed_precision_loss_scale_overflows_are_not_incidents():
         keras.mixed_precision.set_global_policy("float32")
     assert not trap.diagnoses and trap.guard.scale_skips > 0  # fp16 overflows, handled by LSO
     assert float(opt.dynamic_scale.numpy()) < 2.0**40 and math.isfinite(hist.history["loss"][-1])
+
+
+def test_a_dropped_step_leaves_no_nan_in_batchnorm_statistics():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, name="hidden"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+    model.compile(optimizer="sgd", loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    x, y = data(32)
+    x[9] = np.nan  # batch 1: its moving-statistics update would be NaN
+    trap = NanTrap(policy="skip")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[trap], shuffle=False)
+    assert [(d.code, d.step) for d in trap.diagnoses] == [("NT401", 1)]
+    bn = model.get_layer("bn")
+    assert (
+        np.isfinite(bn.moving_mean.numpy()).all() and np.isfinite(bn.moving_variance.numpy()).all()
+    )
+    assert weights_finite(model)

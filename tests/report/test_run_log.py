@@ -71,3 +71,37 @@ def test_per_rank_files_carry_their_rank(tmp_path):
     assert log.ranks == [0, 1]
     assert log.distributed
     assert log.steps[0]["rank"] == 1
+
+
+def test_an_unlocalized_incident_is_folded_into_the_one_that_supersedes_it(tmp_path):
+    """Loop form B: NT903 at step 5 (rolled back to 0), NT903 at step 5 again (replayed),
+    then the armed trace localizes step 6 and names the second one; the first stays."""
+
+    def diag(code, step, note="", **evidence):
+        return {
+            "type": "diagnosis",
+            "code": code,
+            "message": f"{code} at {step}{note}",
+            "severity": "error",
+            "location": {"step": step},
+            "evidence": evidence,
+            "engine": "guard",
+            "incident": True,
+        }
+
+    write_events(
+        tmp_path,
+        [
+            header(),
+            diag("NT903", 5, pending_trace=3),
+            {"type": "action", "step": 5, "action": "rollback", "to_step": 0},
+            diag("NT903", 5, " again", pending_trace=3),
+            {"type": "action", "step": 5, "action": "rollback", "to_step": 0},
+            diag("NT103", 6, supersedes=[{"code": "NT903", "step": 5}, {"code": "NT903"}]),
+        ],
+    )
+    first, cause = load_run(tmp_path).incidents()
+    assert (first.diagnosis.code, first.step, first.earlier) == ("NT903", 5, [])
+    assert (cause.diagnosis.code, cause.step, cause.first_step) == ("NT103", 6, 5)
+    assert first.diagnosis.message == "NT903 at 5"
+    assert [e.diagnosis.message for e in cause.earlier] == ["NT903 at 5 again"]

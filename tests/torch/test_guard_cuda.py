@@ -109,9 +109,8 @@ def test_fused_adamw_with_gradscaler_fp16():
         scaler.step(opt)
         scaler.update()
     opt.zero_grad()
-    assert [(d.code, d.step) for d in opt.diagnoses if d.incident] == [
-        ("NT401", opt.diagnoses[-1].step)
-    ]
+    # steps count iterations, the ones the scaler skipped included
+    assert [(d.code, d.step) for d in opt.diagnoses if d.incident] == [("NT401", 8)]
     assert scaler.get_scale() < 2.0**24  # early overflow steps were the scaler's business
     assert all(torch.isfinite(p).all() for p in model.parameters())
 

@@ -194,3 +194,42 @@ def test_buffers_the_step_made_nonfinite_are_an_incident_and_masks_are_not():
     (d,) = opt.diagnoses
     assert d.step == 3 and "non-finite buffer(s) after the forward: seen" in d.message
     assert torch.isfinite(model.seen).all()  # the skipped step's buffer change is undone
+
+
+def _clipped_fit(make_opt, lr: float, steps: int, *, policy: str = "raise"):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 1))
+    opt = nt.guard(make_opt(model.parameters(), lr), model, policy=policy, early_warnings=0)
+    losses = []
+    for x, y in DATA[:steps]:
+        opt.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # the norm is pinned at 1
+        opt.step(loss=loss)
+        losses.append(loss.item())
+    return opt, losses
+
+
+@pytest.mark.parametrize(
+    ("make_opt", "sane"),
+    [
+        (lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9), 0.05),
+        (lambda p, lr: torch.optim.AdamW(p, lr=lr), 1e-2),
+    ],
+    ids=["sgd", "adamw"],
+)
+def test_lr_suggestion_under_gradient_clipping_comes_from_the_update_ratio(make_opt, sane):
+    """clip_grad_norm_ keeps the measured gradient norm flat, so its growth says nothing;
+    at an LR 100x the sane one the suggestion is within 10x of the sane LR (it was ~2x
+    below the bad one: 'grad norm x1 per step')."""
+    opt, losses = _clipped_fit(make_opt, sane, 30)
+    assert not opt.diagnoses and losses[-1] < losses[0] / 10  # the sane LR trains
+    with pytest.raises(NanTrapError) as err:
+        _clipped_fit(make_opt, 100 * sane, 30)
+    ev = err.value.diagnosis.evidence
+    assert err.value.diagnosis.code == "NT301"
+    assert sane / 10 <= ev["suggested_lr"] <= sane * 10, ev["suggested_lr_from"]
+    assert ev["grad_norm_clipped_at"] == pytest.approx(1.0, rel=1e-3)
+    assert "clipped" in ev["suggested_lr_from"]
+    assert "grad norm flat at 1 (as under clipping)" in err.value.diagnosis.message

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 import nantrap.torch as nt
 from nantrap.findings import Category, Phase
+from nantrap.report.run_log import load_run
 from tests.torch._guard_setup import (
     Net,
     batches,
@@ -43,17 +44,21 @@ def test_closure_form_localizes_the_first_bad_op_and_the_replay_is_invisible():
     assert same(state(model, opt), state(model2, opt2))
 
 
-def test_loop_form_arms_tracing_writes_a_bundle_and_localizes_the_next_incident(tmp_path):
-    model, opt = make("skip", log_dir=tmp_path)
+def _loop_form_log_of_zero(opt, model, bad=(2, 4)):
     for i, (x, y) in enumerate(DATA[:6]):
         opt.zero_grad()
         err = (model(x) - y) ** 2
         keep = torch.ones_like(err)
-        if i in (2, 4):
+        if i in bad:
             keep[0] = 0.0
         loss = err.mean() - torch.log(err * keep).mean()  # <- loop-form log
         loss.backward()
         opt.step(loss=loss, targets=y)
+
+
+def test_loop_form_arms_tracing_writes_a_bundle_and_localizes_the_next_incident(tmp_path):
+    model, opt = make("skip", log_dir=tmp_path)
+    _loop_form_log_of_zero(opt, model)
     first, second = opt.diagnoses
     assert first.code == "NT903" and "tracing is armed" in first.message
     assert first.step == 2 and first.action == "skipped"
@@ -74,6 +79,40 @@ def test_loop_form_arms_tracing_writes_a_bundle_and_localizes_the_next_incident(
     torch.manual_seed(0)
     found = nt.replay(bundle, Net(), loss_fn)
     assert found is not None and (found.code, found.op) == ("NT103", "aten.log.default")
+
+
+def test_loop_form_first_unlocalized_incident_is_folded_into_the_traced_one(tmp_path):
+    """The NT903 of the step that could not be replayed is provisional: the incident the
+    armed trace localizes names it, and the report leads with the localized cause."""
+    from nantrap.report.markdown import render_markdown
+
+    model, opt = make("skip", log_dir=tmp_path)
+    _loop_form_log_of_zero(opt, model)
+    first, second = opt.diagnoses
+    assert first.evidence["pending_trace"] == 3 and first.evidence["superseded_by"] == 4
+    assert second.evidence["supersedes"] == [{"code": "NT903", "step": 2}]
+    assert "first seen at step 2" in second.message
+    nt.unguard(opt)
+
+    log = load_run(tmp_path)
+    (incident,) = log.incidents()
+    assert (incident.diagnosis.code, incident.step, incident.first_step) == ("NT103", 4, 2)
+    assert [(e.diagnosis.code, e.step) for e in incident.earlier] == [("NT903", 2)]
+    assert [a["action"] for a in incident.earlier[0].actions] == ["skip"]
+    md = render_markdown(log)
+    assert "**First incident:** step 4 · NT103 domain · log" in md
+    assert "**incidents** 2" in md and "First seen at step 2" in md
+    assert "### Incident 2" not in md
+
+
+def test_loop_form_unlocalized_incident_stays_when_the_trace_finds_nothing(tmp_path):
+    model, opt = make("skip", log_dir=tmp_path)
+    _loop_form_log_of_zero(opt, model, bad=(1,))
+    (only,) = opt.diagnoses
+    assert only.code == "NT903" and only.evidence["pending_trace"] == 3
+    nt.unguard(opt)
+    (incident,) = load_run(tmp_path).incidents()
+    assert incident.diagnosis.code == "NT903" and not incident.earlier
 
 
 def test_bf16_autocast_runs_clean_and_skips_a_bad_step():
@@ -123,7 +162,8 @@ def test_gradscaler_overflow_steps_are_not_incidents():
     _scaled_loop(model, opt, scaler, DATA)
     assert [d for d in opt.diagnoses if d.incident] == []
     assert scaler.get_scale() < 2.0**20  # the scaler backed off: those steps were skipped
-    assert 0 < opt.guard.step_count < len(DATA)
+    opt.zero_grad()  # a skipped iteration is known at the next zero_grad
+    assert opt.guard.step_count == len(DATA)  # steps count iterations, skipped ones too
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -138,7 +178,8 @@ def test_gradscaler_scale_collapse_is_a_precision_warning():
     warnings = [d for d in opt.diagnoses if d.code == "NT201" and d.action is None]
     assert len(warnings) == 1 and warnings[0].category is Category.PRECISION
     assert warnings[0].evidence["loss_scale"] < 1.0 and not warnings[0].incident
-    assert opt.guard.step_count == 0
+    opt.zero_grad()
+    assert opt.guard.step_count == 6  # no update applied, six iterations
     # the collapse armed tracing: the next skipped step names the op that overflows float16
     (traced,) = [d for d in opt.diagnoses if d.action == "skipped-by-scaler"]
     assert (traced.code, traced.category, traced.module) == (

@@ -8,7 +8,10 @@ growing gradient, ``lr * 1e-2 / ratio`` brings the update-to-weight ratio down t
 its healthy range (1e-3..1e-2). Either is capped at ``lr * lr_decay``. A gradient norm
 growing more than ``1 + LINEAR_REGIME`` times per step (one step blowing up by 1e4, say) is
 no longer a quadratic bowl, and ``2 + rho`` would overstate the excess by orders of
-magnitude: the suggestion is then a plain tenth of the LR.
+magnitude: the suggestion is then a plain tenth of the LR. Under gradient clipping
+(``clip_grad_norm_``: the measured norm sits flat at the clip value) the gradient's growth
+says nothing about the LR; the update ratio then sets the suggestion, or, unsampled, a
+tenth of the LR.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ WEIGHT_GROWTH = 3.0  # geometric weight-norm growth that counts as divergence
 # update ratio is sampled): normal training does not grow either 100x without a dip
 RUNAWAY_STEPS = 8
 RUNAWAY_GROWTH = 100.0
+# a clipped gradient: at least CLIPPED_STEPS of the recent norms (and half of them) equal
+# the largest to CLIPPED_RTOL; an unclipped norm never repeats to 4 digits
+CLIPPED_STEPS = 3
+CLIPPED_RTOL = 1e-3
 
 
 def _growth(points: list[tuple[int, float]]) -> tuple[float, int, float, float] | None:
@@ -61,6 +68,17 @@ def _monotone_share(points: list[tuple[int, float]]) -> float:
     return ups / (len(points) - 1)
 
 
+def _clipped_at(norms: list[float]) -> float | None:
+    """The clip value when the gradient norms are pinned at a ceiling, else None."""
+    if not norms:
+        return None
+    top = max(norms)
+    pinned = sum(1 for g in norms if g >= top * (1.0 - CLIPPED_RTOL))
+    if top > 0 and pinned >= CLIPPED_STEPS and 2 * pinned >= len(norms):
+        return top
+    return None
+
+
 def divergence_evidence(history: History, lr: float | None) -> dict[str, Any]:
     """The numbers a divergence verdict quotes; empty keys are left out."""
     ev: dict[str, Any] = {}
@@ -73,6 +91,9 @@ def divergence_evidence(history: History, lr: float | None) -> dict[str, Any]:
         ev["update_ratio_median"] = statistics.median(r for _, r in ratios)
         ev["update_ratio_healthy"] = HEALTHY_RATIO
     grads = history.finite("grad_norm")
+    clipped = _clipped_at([g for _, g in grads[-history.window :]])
+    if clipped is not None:
+        ev["grad_norm_clipped_at"] = clipped
     growth = _growth(grads[-history.window :])
     if growth is not None:
         ev["grad_norm_growth"], ev["grad_norm_growth_steps"] = growth[0], growth[1]
@@ -118,19 +139,31 @@ def _diverging(ev: dict[str, Any]) -> list[str]:
 
 
 def _suggest_lr(ev: dict[str, Any], lr: float, lr_decay: float) -> tuple[float, str]:
-    """A lower LR and how it was derived."""
+    """A lower LR and how it was derived: at most ``lr * lr_decay``, at least
+    ``lr * 1e-4`` (``1e-6`` from a measured update ratio: an update 1000x the weights is
+    an LR typo, and the ratio says by how much)."""
     value, how = lr * lr_decay, f"lr_decay {lr_decay}"
     growth, steps = ev.get("grad_norm_growth", 0.0), ev.get("grad_norm_growth_steps", 0)
-    if growth > 1.0 and steps > 0:
+    ratio = ev.get("update_ratio_median", 0.0)
+    floor = 1e-4
+    if "grad_norm_clipped_at" in ev:  # NB: a flat clipped norm bounds nothing
+        clip = ev["grad_norm_clipped_at"]
+        if ratio > 0:
+            value, floor = lr * 10 * HEALTHY_RATIO / ratio, 1e-6
+            how = f"grad norm flat at {clip:.3g} (clipped): update ratio {ratio:.2g} -> 1e-2"
+        else:
+            value = lr / 10.0
+            how = f"grad norm flat at {clip:.3g} (clipped), update ratio unsampled"
+    elif growth > 1.0 and steps > 0:
         rho = growth ** (1.0 / steps) - 1.0
         if rho <= LINEAR_REGIME:
             value, how = lr / (2.0 + rho), f"grad norm x{1 + rho:.3g} per step: lr*curvature ~1"
         else:  # NB: an explosion this fast is past the quadratic model; it bounds nothing
             value, how = lr / 10.0, f"grad norm x{1 + rho:.3g} per step, past the linear regime"
-    elif ev.get("update_ratio_median", 0.0) > 0:
-        ratio = ev["update_ratio_median"]
-        value, how = lr * 10 * HEALTHY_RATIO / ratio, f"update ratio {ratio:.2g} -> 1e-2"
-    return max(min(value, lr * lr_decay), lr * 1e-4), how
+    elif ratio > 0:
+        value, floor = lr * 10 * HEALTHY_RATIO / ratio, 1e-6
+        how = f"update ratio {ratio:.2g} -> 1e-2"
+    return max(min(value, lr * lr_decay), lr * floor), how
 
 
 def diagnose_divergence(
@@ -158,7 +191,9 @@ def diagnose_divergence(
             f"update/weight ratio {ev['update_ratio_max']:.3g} at most "
             f"(median {ev['update_ratio_median']:.3g}; healthy ~{HEALTHY_RATIO:g})"
         )
-    if ev.get("grad_norm_growth", 1.0) > 1.5:
+    if "grad_norm_clipped_at" in ev:
+        parts.append(f"grad norm flat at {ev['grad_norm_clipped_at']:.3g} (as under clipping)")
+    elif ev.get("grad_norm_growth", 1.0) > 1.5:
         parts.append(
             f"grad norm grew {ev['grad_norm_growth']:.3g}x over {ev['grad_norm_growth_steps']} "
             f"steps ({ev['grad_norm_from']:.3g} -> {ev['grad_norm_to']:.3g})"

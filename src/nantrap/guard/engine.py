@@ -126,7 +126,7 @@ class GuardEngine:
             sinks=make_sinks(tensorboard=config.tensorboard, wandb=config.wandb, rank=rank),
         )
         self.diagnoses: list[Diagnosis] = []
-        self.step = 0  # optimizer steps taken (rolled back with the state)
+        self.step = 0  # training iterations so far, updated or not (rolled back with the state)
         self.incidents = 0
         self.stopped = False
         self.initial_loss_scale: float | None = None
@@ -264,6 +264,11 @@ class GuardEngine:
             if runaway or ("weight_norm" in signals and len(signals) >= 2):
                 return div
         return None
+
+    def idle_step(self) -> None:
+        """An iteration ended without an update and without an incident's action (a
+        GradScaler found inf gradients and skipped it): ``step`` counts iterations."""
+        self.step += 1
 
     def record_step(self, obs: Observation, *, ranges: dict | None = None) -> None:
         self.log.step(

@@ -5,8 +5,9 @@ For one ``fit`` the model's instance gets (and loses again on ``uninstall``):
 - ``optimizer.apply``: the update runs inside :meth:`Probe.guarded_apply` (gate + numbers);
 - ``compute_loss``: remembers the batch loss tensor for the gate (Keras logs carry only the
   epoch's running mean);
-- ``train_step``: keeps the pre-step seed-generator states and metric values in the graph, and
-  puts the metrics back when the update was dropped (a NaN never reaches the epoch mean);
+- ``train_step``: keeps the pre-step seed-generator states, metric values and other
+  non-trainable state (BatchNorm statistics) in the graph, and puts them back when the update
+  was dropped (a NaN never reaches the epoch mean or the moving statistics);
 - ``train_function``: takes the batches of one execution from the iterator on the host and
   hands them to Keras' own compiled step, keeping references (no copies) for the replay of
   a failing step.
@@ -18,6 +19,10 @@ execution, and each step is judged with its own batch and seed states. The repla
 runs on the weights of the execution's end: the same as before step k when the later steps
 were dropped too, otherwise up to N-1 updates later.
 
+Under ``tf.distribute.MirroredStrategy`` the probe and the rings are mirrored variables, the
+gate's decision is the same on every replica (see :mod:`nantrap.tf.probe`), and replays run
+on one device over the whole global batch.
+
 Nothing else of the model or the user's code changes; XLA (``jit_compile=True``) works since
 the compiled step only sees fixed-shape reductions, a ``tf.cond`` and small assigns.
 """
@@ -25,17 +30,21 @@ the compiled step only sees fixed-shape reductions, a ``tf.cond`` and small assi
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
 
+from nantrap.keras.reading import ProbeReading
+from nantrap.keras.state import is_seed_state, step_state
 from nantrap.tf.probe import OptimizerPatch, Probe, check_strategy, replicas, write_row
 
 __all__ = ["Instrument"]
 
 _PATCHED = ("train_step", "compute_loss")
+SAMPLE_ROWS = 16  # rows of the batch an early-warning sample traces
 
 
 class Instrument:
@@ -51,7 +60,7 @@ class Instrument:
         with self.strategy.scope():  # under tf.distribute: mirrored probe and seed rings
             self.replicas = replicas()
             self.probe = Probe(self.rows)
-            self.seed_vars = [v for v in model.variables if _is_seed_state(v)]
+            self.seed_vars = [v for v in model.variables if is_seed_state(v)]
             self.seed_prev = [  # per step of an execution: the seed states before it
                 tf.Variable(
                     tf.stack([tf.convert_to_tensor(v)] * self.rows),
@@ -67,7 +76,7 @@ class Instrument:
         self._installed = False
         self._orig_function: Any = None
         self._execution: Any = None
-        self.metric_vars = list(getattr(model, "metrics_variables", ()))
+        self.metric_vars = [*getattr(model, "metrics_variables", ()), *step_state(model)]
 
     # install / uninstall ------------------------------------------------------------
     def install(self) -> Instrument:
@@ -112,9 +121,59 @@ class Instrument:
             for name, fn in saved.items():
                 object.__setattr__(self.model, name, fn)
 
+    def steps(self) -> list[tuple[ProbeReading, Any, Callable[[], Any], Callable[[], Any]]]:
+        """Each step since the last call (every step of the last execution), in order:
+        ``(reading, batch, replay, sample)`` with the replays of that step's batch and seeds
+        (batch, replay and sample are None when the step cannot be matched to its batch)."""
+        readings = self.probe.read_new()
+        if len(readings) != len(self.batches):
+            return [(r, None, None, None) for r in readings]
+        out = []
+        for reading, batch in zip(readings, self.batches, strict=True):
+            row = self.row(reading.steps)
+            data = _whole_batch(batch) if self.replicas > 1 else batch
+            out.append(
+                (
+                    reading,
+                    data,
+                    functools.partial(self.replay, data, row),
+                    functools.partial(self.sample, data, row),
+                )
+            )
+        return out
+
     def row(self, steps: int) -> int:
         """The ring row of the step the probe counted as ``steps`` (``ProbeReading.steps``)."""
         return (steps - 1) % self.rows
+
+    def replay(self, data: Any, row: int = 0) -> Any:
+        """The failing batch's train step, eagerly, with the dropout masks it had (the seed
+        states of ring ``row``). Under ``tf.distribute``: its forward pass and gradients over
+        the whole batch on one device (the update, a cross-replica merge, cannot run here;
+        the guard drops or restores it anyway)."""
+        self.restore_seeds(row)
+        with self.paused():
+            if self.replicas == 1:
+                return self.model.train_step(data)
+            x, y, sample_weight = _unpack(data)
+            with tf.GradientTape() as tape:
+                y_pred = self.model(x, training=True)
+                loss = self.model.compute_loss(
+                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+                )
+            tape.gradient(loss, self.model.trainable_variables)
+            return loss
+
+    def sample(self, data: Any, row: int = 0) -> Any:
+        """What the early warnings trace: the forward pass and loss of the first
+        ``SAMPLE_ROWS`` rows of the batch (no gradient, no update); returns the loss."""
+        x, y, sample_weight = _unpack(_head(data, SAMPLE_ROWS))
+        self.restore_seeds(row)
+        with self.paused():
+            y_pred = self.model(x, training=True)
+            return self.model.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
 
     def restore_seeds(self, row: int = 0) -> None:
         """Put the seed generators back to where they were before the step of ``row``."""
@@ -168,5 +227,29 @@ class Instrument:
         return wrapped
 
 
-def _is_seed_state(v: Any) -> bool:
-    return str(getattr(v, "path", getattr(v, "name", ""))).endswith("seed_generator_state")
+def _unpack(data: Any) -> tuple[Any, Any, Any]:
+    from keras.src.trainers.data_adapters.data_adapter_utils import unpack_x_y_sample_weight
+
+    return unpack_x_y_sample_weight(data)
+
+
+def _whole_batch(data: Any) -> Any:
+    """A ``tf.distribute`` batch (per-replica shards) as one batch, shards in replica order."""
+
+    def join(value: Any) -> Any:
+        if not isinstance(value, tf.distribute.DistributedValues):
+            return value
+        parts = value.values
+        return tf.concat(parts, 0) if parts[0].shape.rank else parts[0]
+
+    return tf.nest.map_structure(join, data)
+
+
+def _head(data: Any, rows: int) -> Any:
+    """The first ``rows`` rows of every batched tensor in ``data``."""
+
+    def cut(t: Any) -> Any:
+        shape = getattr(t, "shape", None)
+        return t[:rows] if shape is not None and shape.rank else t
+
+    return tf.nest.map_structure(cut, data)

@@ -1,11 +1,13 @@
-"""``NanTrap``: the training guard as a Keras 3 callback (TensorFlow backend).
+"""``NanTrap``: the training guard as a Keras 3 callback, on the TensorFlow or torch backend.
 
-Each batch, inside the compiled step (XLA included), the probe measures the batch loss, the
-gradient norm and the weight norm after the update, and drops an update whose loss or
-gradients are non-finite before it reaches the weights. The callback reads those numbers
-once per batch (Keras already syncs for its logs) and hands them to
-:class:`~nantrap.tf.guard.TFGuard`: spikes and divergence from the history, localization by
-an eager op-by-op replay of the failing batch, the policy, snapshots, ``events.jsonl``.
+Each batch the probe measures the batch loss, the gradient norm and the weight norm after
+the update, and drops an update whose loss or gradients are non-finite before it reaches the
+weights: inside the compiled step on TensorFlow (XLA included), around the optimizer's
+``apply`` on torch. The callback reads those numbers once per batch (Keras already syncs
+for its logs) and hands them to :class:`~nantrap.keras.guard.KerasGuard`: spikes and
+divergence from the history, localization by an eager op-by-op replay of the failing batch
+(TensorFlow's op tracer, or the PyTorch guard's on torch), the policy, snapshots,
+``events.jsonl``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -22,18 +24,17 @@ from nantrap.errors import ConfigError
 from nantrap.findings import Diagnosis
 from nantrap.guard.config import GuardConfig
 from nantrap.guard.engine import GuardEngine
-from nantrap.guard.policy import Action, Decision
-from nantrap.keras._instrument import Instrument
-from nantrap.tf.guard import TFGuard, check_shares
+from nantrap.guard.policy import Action
+from nantrap.keras.guard import KerasGuard, check_shares
 
 if TYPE_CHECKING:
-    from nantrap.tf.probe import ProbeReading
+    from nantrap.keras.reading import ProbeReading
 
 __all__ = ["NanTrap"]
 
-logger = logging.getLogger("nantrap")
+BACKENDS = ("tensorflow", "torch")
 
-SAMPLE_ROWS = 16  # rows of the batch an early-warning sample traces
+logger = logging.getLogger("nantrap")
 
 
 class NanTrap(keras.callbacks.Callback):
@@ -51,7 +52,8 @@ class NanTrap(keras.callbacks.Callback):
         log_dir: where ``events.jsonl`` goes (None: in memory, ``trap.events``).
         saturation / clipped: shares of saturated activations / clipped elements that make
             an early warning.
-        warning_budget: the share of training time sampled early-warning replays may use.
+        warning_budget: the share of training time sampled early-warning replays may use
+            (TensorFlow; on torch a sampled training step itself is watched, no replay).
         **options: any :class:`~nantrap.guard.config.GuardConfig` field (``lr_decay``,
             ``max_retries``, ``snapshot_every``, ``snapshot_keep``, ``log_every``,
             ``on_spike``, ``spike_sigma``, ``early_warnings`` (sampling interval, 0: off),
@@ -92,8 +94,8 @@ class NanTrap(keras.callbacks.Callback):
             saturation=saturation, clipped=clipped, warning_budget=warning_budget
         )
         check_shares(**self._guard_options)
-        self.guard: TFGuard | None = None
-        self.instrument: Instrument | None = None
+        self.guard: KerasGuard | None = None
+        self.instrument: Any = None
 
     @property
     def engine(self) -> GuardEngine | None:
@@ -112,20 +114,37 @@ class NanTrap(keras.callbacks.Callback):
         optimizer = getattr(model, "optimizer", None)
         if optimizer is None:
             raise ConfigError("NanTrap needs a compiled model: call model.compile(optimizer=...)")
-        if keras.backend.backend() != "tensorflow":
+        backend = keras.backend.backend()
+        if backend not in BACKENDS:
             raise ConfigError(
-                f"NanTrap supports the TensorFlow backend; this Keras runs on "
-                f"{keras.backend.backend()!r} (use nantrap.torch.guard for PyTorch loops)"
+                f"NanTrap supports Keras on the TensorFlow and torch backends; this Keras "
+                f"runs on {backend!r}"
             )
-        self.instrument = Instrument(model, gate=self.config.policy != "warn").install()
-        self.guard = TFGuard(
+        gate = self.config.policy != "warn"
+        if backend == "tensorflow":
+            from nantrap.keras._instrument import Instrument
+            from nantrap.tf.guard import TFBackend
+
+            self.instrument = Instrument(model, gate=gate).install()
+            tracer: Any = TFBackend(model, every=self.config.early_warnings, **self._guard_options)
+        else:
+            from nantrap.keras._torch_backend import TorchBackend
+            from nantrap.keras._torch_instrument import TorchInstrument
+
+            self.instrument = TorchInstrument(
+                model, gate=gate, on_error=lambda: self._close("error")
+            ).install()
+            options = dict(self._guard_options)
+            options.pop("warning_budget")  # sampled in the step itself: no replay to budget
+            tracer = TorchBackend(model, every=self.config.early_warnings, **options)
+        self.guard = KerasGuard(
             self.config,
+            backend=tracer,
             model=model,
             optimizer=optimizer,
             framework="keras",
             extra_state=lambda: list(getattr(model, "metrics_variables", ())),
             on_rebuild=self.instrument.rebuild,
-            **self._guard_options,
         )
         self.guard.start()
 
@@ -134,17 +153,20 @@ class NanTrap(keras.callbacks.Callback):
         Keras calls this once per ``steps_per_execution`` steps. A rollback or stop ends the
         execution's judging (the steps after it ran from the state it replaced)."""
         inst, guard = self.instrument, self.guard
-        readings = inst.probe.read_new()
-        batches = inst.batches if len(inst.batches) == len(readings) else [None] * len(readings)
+        steps = inst.steps() if hasattr(inst, "steps") else [_one_step(inst)]
         decision = None
         try:
-            for k, (reading, data) in enumerate(zip(readings, batches, strict=True)):
-                decision = self._judge(reading, data, last=k == len(readings) - 1)
+            for k, (reading, data, replay, sample) in enumerate(steps):
+                last = k == len(steps) - 1
+                with _execution_step(guard, reading, last=last, multi=len(steps) > 1):
+                    decision = guard.after_step(
+                        reading, has_loss=inst.has_loss, replay=replay, sample=sample, inputs=data
+                    )
                 if decision is not None and decision.action in (Action.ROLLBACK, Action.STOP):
-                    if k < len(readings) - 1:
+                    if not last:
                         logger.info(
                             "nantrap: %d later step(s) of the execution dropped by the %s",
-                            len(readings) - 1 - k,
+                            len(steps) - 1 - k,
                             decision.action.value,
                         )
                     break
@@ -155,61 +177,8 @@ class NanTrap(keras.callbacks.Callback):
         if decision is not None and decision.action is Action.STOP:
             self.model.stop_training = True
 
-    def _judge(self, reading: ProbeReading, data: Any, *, last: bool) -> Decision | None:
-        """Hand one step's reading to the guard, with replays of that step's batch."""
-        inst = self.instrument
-        row = inst.row(reading.steps)
-        if inst.replicas > 1 and data is not None:
-            data = _whole_batch(data)  # replays run on one device, over the global batch
-        with _execution_step(self.guard, reading, last=last, rows=inst.rows):
-            return self.guard.after_step(
-                reading,
-                has_loss=inst.has_loss,
-                replay=None if data is None else lambda: self._replay(data, row),
-                sample=None if data is None else lambda: self._sample(data, row),
-                inputs=data,
-            )
-
     def on_train_end(self, logs: dict | None = None) -> None:
         self._close(None)
-
-    def _replay(self, data: Any, row: int = 0) -> None:
-        """The failing batch's train step, eagerly, with the dropout masks it had (the seed
-        states of ring ``row``)."""
-        self.instrument.restore_seeds(row)
-        with self.instrument.paused():
-            if self.instrument.replicas == 1:
-                self.model.train_step(data)
-                return
-            # tf.distribute: the forward pass and the gradients; the update (a cross-replica
-            # merge) cannot run here, and the guard drops or restores it anyway
-            import tensorflow as tf
-            from keras.src.trainers.data_adapters.data_adapter_utils import (
-                unpack_x_y_sample_weight,
-            )
-
-            x, y, sample_weight = unpack_x_y_sample_weight(data)
-            with tf.GradientTape() as tape:
-                y_pred = self.model(x, training=True)
-                loss = self.model.compute_loss(
-                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-                )
-            tape.gradient(loss, self.model.trainable_variables)
-
-    def _sample(self, data: Any, row: int = 0) -> Any:
-        """What the early warnings trace: the forward pass and loss of the first
-        ``SAMPLE_ROWS`` rows of the batch (no gradient, no update); returns the loss."""
-        from keras.src.trainers.data_adapters.data_adapter_utils import (
-            unpack_x_y_sample_weight,
-        )
-
-        x, y, sample_weight = unpack_x_y_sample_weight(_head(data, SAMPLE_ROWS))
-        self.instrument.restore_seeds(row)
-        with self.instrument.paused():
-            y_pred = self.model(x, training=True)
-            return self.model.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
 
     def _close(self, status: str | None) -> None:
         if self.instrument is not None:
@@ -218,15 +187,23 @@ class NanTrap(keras.callbacks.Callback):
             self.guard.close(status)
 
 
+def _one_step(inst: Any) -> tuple[ProbeReading, Any, Callable[[], Any], Callable[[], Any]]:
+    """The step of an instrument that runs one step per call (torch), as ``steps()`` would."""
+    data = inst.last_batch
+    if data is None:
+        return inst.probe.read(), None, None, None
+    return inst.probe.read(), data, lambda: inst.replay(data), lambda: inst.sample(data)
+
+
 @contextlib.contextmanager
 def _execution_step(
-    guard: TFGuard, reading: ProbeReading, *, last: bool, rows: int
+    guard: KerasGuard, reading: ProbeReading, *, last: bool, multi: bool
 ) -> Iterator[None]:
     """What the guard must not do while judging one step of an execution (the guard-side
-    form would be ``after_step(..., boundary=last, ratio=rows == 1)`` and a spike check
+    form would be ``after_step(..., boundary=last, ratio=not multi)`` and a spike check
     against ``reading.applied``):
 
-    - with ``steps_per_execution`` > 1 the device holds the state at the END of the
+    - with several steps per execution the device holds the state at the END of the
       execution: a snapshot is taken only at its last step, and no update ratio is sampled
       (host copies of the weights one execution apart would measure several updates);
     - a step the device applied cannot be skipped: the in-graph loss ceiling is set once per
@@ -234,9 +211,9 @@ def _execution_step(
       guard can only warn about it (and keep it in the history it judges later steps by).
     """
     with contextlib.ExitStack() as stack:
-        if rows > 1:
+        if multi:
             guard._ratio_ref = None
-        if rows > 1 and not last:
+        if multi and not last:
             guard.engine.snapshot_due = lambda: False  # shadows the method for this step
             stack.callback(delattr, guard.engine, "snapshot_due")
         if reading.applied and guard.config.on_spike == "skip":
@@ -246,29 +223,5 @@ def _execution_step(
         yield
 
 
-def _set_config(guard: TFGuard, config: GuardConfig) -> None:
+def _set_config(guard: KerasGuard, config: GuardConfig) -> None:
     guard.config = guard.engine.config = config
-
-
-def _whole_batch(data: Any) -> Any:
-    """A ``tf.distribute`` batch (per-replica shards) as one batch, shards in replica order."""
-    import tensorflow as tf
-
-    def join(value: Any) -> Any:
-        if not isinstance(value, tf.distribute.DistributedValues):
-            return value
-        parts = value.values
-        return tf.concat(parts, 0) if parts[0].shape.rank else parts[0]
-
-    return tf.nest.map_structure(join, data)
-
-
-def _head(data: Any, rows: int) -> Any:
-    """The first ``rows`` rows of every batched tensor in ``data``."""
-    import tensorflow as tf
-
-    def cut(t: Any) -> Any:
-        shape = getattr(t, "shape", None)
-        return t[:rows] if shape is not None and shape.rank else t
-
-    return tf.nest.map_structure(cut, data)

@@ -14,6 +14,7 @@ __all__ = [
     "STATS_COLUMNS",
     "action_text",
     "context_text",
+    "earlier_text",
     "fmt",
     "grouped_actions",
     "origin_text",
@@ -50,6 +51,22 @@ def context_text(context: Mapping[str, Any], batch: Any = None, step: Any = None
         f"{k.replace('_', ' ')} {fmt(fields[k])}" for k in order if fields[k] is not None
     )
     return text or None
+
+
+def earlier_text(earlier: list[Any]) -> str | None:
+    """``First seen at step 2 (NT903, not localized: ...; skipped the update)`` for the
+    unlocalized incidents folded into a localized one (``Incident.earlier``)."""
+    if not earlier:
+        return None
+    parts = []
+    for inc in earlier:
+        d = inc.diagnosis
+        reason = d.evidence.get("reason") or "not localized"
+        did = "; ".join(action_text(a) for a in inc.actions) or d.action
+        parts.append(
+            f"step {fmt(d.step)} ({d.code}, not localized: {reason}" + (f"; {did})" if did else ")")
+        )
+    return "First seen at " + ", then at ".join(parts)
 
 
 def fmt(value: Any) -> str:

@@ -18,6 +18,7 @@ from nantrap.report._format import (
     STATS_COLUMNS,
     action_text,
     context_text,
+    earlier_text,
     fmt,
     grouped_actions,
     origin_text,
@@ -65,7 +66,7 @@ def _facts(log: RunLog) -> str:
         ("policy", head.get("policy")),
         ("ranks", head.get("world_size") or (len(log.ranks) or None)),
         ("last step", log.last_step),
-        ("incidents", len(log.incidents())),
+        ("incidents", sum(1 + len(i.earlier) for i in log.incidents())),
         ("early warnings", len(log.warnings)),
         ("started", head.get("time")),
         ("command", " ".join(map(str, log.meta.get("command") or head.get("argv") or [])) or None),
@@ -210,6 +211,9 @@ def _card(n: int, incident: Incident, roots: tuple[Path, ...], distributed: bool
         f"</span> [{escape(str(diag.category))}]</h3>",
         f"<p class='msg'>{escape(diag.message)}</p>",
     ]
+    seen = earlier_text(incident.earlier)
+    if seen:
+        parts.append(f"<p class='sub'>{escape(seen)}.</p>")
     facts = [
         ("op", _op(diag.neutral_op, diag.op)),
         ("module", loc.module),

@@ -9,6 +9,7 @@ from nantrap.report._format import (
     STATS_COLUMNS,
     action_text,
     context_text,
+    earlier_text,
     fmt,
     grouped_actions,
     origin_text,
@@ -32,7 +33,7 @@ def render_markdown(log: RunLog, *, source_roots: Sequence[Path] = ()) -> str:
         ("policy", head.get("policy")),
         ("ranks", head.get("world_size")),
         ("last step", log.last_step),
-        ("incidents", len(log.incidents())),
+        ("incidents", sum(1 + len(i.earlier) for i in log.incidents())),
         ("early warnings", len(log.warnings)),
     ]
     out.append(" · ".join(f"**{k}** {v}" for k, v in facts if v is not None))
@@ -86,6 +87,9 @@ def _incident(n: int, incident: Incident, roots: tuple[Path, ...], distributed: 
     )
     name = f"{diag.code} {trap.name}" if trap else diag.code
     out = [f"### Incident {n}: {where} — `{name}` [{diag.category}]", "", diag.message, ""]
+    seen = earlier_text(incident.earlier)
+    if seen:
+        out += [f"*{seen}.*", ""]
     facts = [
         ("op", (diag.neutral_op and diag.op and f"{diag.neutral_op} ({diag.op})") or diag.op),
         ("module", loc.module),
@@ -124,7 +128,7 @@ def _series_table(log: RunLog) -> list[str]:
     if not recs:
         return []
     incidents = log.incidents()
-    at = incidents[0].step if incidents else None
+    at = incidents[0].first_step if incidents else None
     hits = [i for i, r in enumerate(recs) if r["step"] == at]
     # in logging order: the steps before the incident and what came after it
     recs = recs[max(0, hits[0] - 5) : hits[0] + 4] if hits else recs[-8:]

@@ -182,11 +182,12 @@ def _mark_events(log: RunLog, axes) -> None:
     gap = max((max(steps) - min(steps)) / 12, 1) if steps else 1
     labelled: list[int] = []
     for incident in log.incidents():
-        step = incident.step
+        step = incident.first_step  # where it was first seen (a folded, unlocalized one)
         if step is None:
             continue
-        for ax in axes:
-            ax.axvline(step, color=_COLORS["incident"], lw=1.4, alpha=0.85, label="incident")
+        for at in {step, *(i.step for i in (*incident.earlier, incident))} - {None}:
+            for ax in axes:
+                ax.axvline(at, color=_COLORS["incident"], lw=1.4, alpha=0.85, label="incident")
         if any(abs(step - s) <= gap for s in labelled):
             continue  # one label per cluster of incidents
         labelled.append(step)

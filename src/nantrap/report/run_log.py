@@ -42,6 +42,8 @@ class Incident:
     diagnosis: Diagnosis
     actions: list[dict[str, Any]] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
+    # unlocalized incidents (NT903, loop form) that this one's armed trace explained
+    earlier: list[Incident] = field(default_factory=list)
 
     @property
     def batch(self) -> Any:
@@ -51,6 +53,12 @@ class Incident:
     @property
     def step(self) -> int | None:
         return self.diagnosis.step
+
+    @property
+    def first_step(self) -> int | None:
+        """The step where this non-finite value was first seen (an earlier, folded one)."""
+        steps = [i.step for i in (*self.earlier, self) if i.step is not None]
+        return min(steps) if steps else None
 
     @property
     def rank(self) -> int | None:
@@ -126,10 +134,11 @@ class RunLog:
                 if rec.get("step") == diag.step and rec.get("rank") == diag.location.rank:
                     context.update(rec)
             found.append(Incident(diag, acts, context))
+        found = _fold_superseded(found)
         # per step: the rank(s) where it started first (DDP context), then by rank
         found.sort(
             key=lambda i: (
-                i.step if i.step is not None else -1,
+                i.first_step if i.first_step is not None else -1,
                 i.context.get("origin") is False,
                 i.rank or 0,
             )
@@ -159,6 +168,31 @@ class RunLog:
             segments[-1][1].append(value)
             last = step
         return segments
+
+
+def _fold_superseded(incidents: list[Incident]) -> list[Incident]:
+    """Fold each unlocalized incident into the later one that names it in its evidence
+    (``supersedes``: loop form B traced the next occurrence): the report leads with the
+    localized cause. Each reference takes the latest matching incident before it in file
+    order on the same rank (a rollback can repeat step numbers)."""
+    kept: list[Incident] = []
+    for inc in incidents:
+        refs = inc.diagnosis.evidence.get("supersedes")
+        for ref in refs if isinstance(refs, list) else ():
+            if not isinstance(ref, dict):
+                continue
+            for old in reversed(kept):
+                d = old.diagnosis
+                if (
+                    (d.code, d.step) == (ref.get("code"), ref.get("step"))
+                    and old.rank == inc.rank
+                    and not old.earlier
+                ):
+                    kept.remove(old)
+                    inc.earlier.append(old)
+                    break
+        kept.append(inc)
+    return kept
 
 
 def event_files(run_dir: Path) -> list[Path]:

@@ -28,9 +28,9 @@ from nantrap.findings import Diagnosis, Phase
 from nantrap.guard.config import GuardConfig
 from nantrap.guard.diagnose import OpRecord, diagnose
 from nantrap.guard.engine import GuardEngine, Observation
+from nantrap.guard.health import worth_snapshot
 from nantrap.guard.history import Spike
 from nantrap.guard.policy import Action
-from nantrap.tf._health import worth_snapshot
 from nantrap.tf._stats import is_finite, tensor_stats
 from nantrap.tf.trace import _FrameFilter, neutral_op
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from nantrap.errors import ConfigError
+from nantrap.keras.reading import ProbeReading
 
 __all__ = [
     "FIELDS",
@@ -33,22 +33,6 @@ __all__ = [
 ]
 
 FIELDS = ("loss", "grad_norm", "param_norm", "applied", "loss_scale", "steps")
-
-
-@dataclass(frozen=True)
-class ProbeReading:
-    """One step's numbers on the host. ``param_norm`` is measured after the update."""
-
-    loss: float
-    grad_norm: float
-    param_norm: float
-    applied: bool
-    loss_scale: float
-    steps: int  # probe calls so far (counts gated steps too)
-
-    @property
-    def grads_finite(self) -> bool:
-        return math.isfinite(self.grad_norm)
 
 
 def sum_squares(tensors: Sequence[Any]) -> tf.Tensor:

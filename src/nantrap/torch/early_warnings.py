@@ -16,9 +16,12 @@ op passes straight through. Unsampled steps cost one boolean test in a forward p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import sys
 import weakref
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +32,7 @@ from torch.utils._pytree import tree_leaves
 from nantrap.findings import Diagnosis, Location, Phase, Severity
 from nantrap.floats import FloatFormat, float_format
 from nantrap.torch._tensor_stats import dtype_name
-from nantrap.torch.trace import _FrameFilter, exit_mode
+from nantrap.torch.trace import _FrameFilter, exit_mode, named_modules
 
 __all__ = ["EarlyWarnings"]
 
@@ -67,6 +70,8 @@ class EarlyWarnings:
         clip: warn when more than this fraction of a clamp's elements is clipped while the
             loss sends them a non-zero gradient.
         root: the name of ``model`` in module paths.
+        modules: ``(path, module)`` pairs whose forward names what they run and whose output
+            range is recorded, instead of ``model.named_modules()`` (see ``OpTrace``).
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class EarlyWarnings:
         saturation: float = 0.01,
         clip: float = 0.01,
         root: str = "model",
+        modules: Iterable[tuple[str, torch.nn.Module]] | None = None,
     ):
         from nantrap.errors import ConfigError
 
@@ -94,6 +100,7 @@ class EarlyWarnings:
         self.saturation = saturation
         self.clip = clip
         self.root = root
+        self._module_paths = None if modules is None else list(modules)
         self.ranges: dict[str, dict] = {}
         self._due = True
         self._mode: _WarnMode | None = None
@@ -112,6 +119,15 @@ class EarlyWarnings:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._due = bool(state["due"])
         self.ranges = dict(state["ranges"])
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """No sample starts inside (a replay of a step is not a training step)."""
+        due, self._due = self._due, False
+        try:
+            yield
+        finally:
+            self._due = due
 
     # protocol ---------------------------------------------------------------------------
     @property
@@ -136,8 +152,7 @@ class EarlyWarnings:
         if not self._due or self._mode is not None or not torch.is_grad_enabled():
             return  # NB: an evaluation forward under no_grad is not a training step
         self._due = False
-        for name, sub in self.model.named_modules():
-            path = f"{self.root}.{name}" if name else self.root
+        for path, sub in named_modules(self.model, self.root, self._module_paths):
             if sub is not self.model:
                 self._sample_hooks.append(sub.register_forward_pre_hook(self._push(path)))
             self._sample_hooks.append(
@@ -155,6 +170,11 @@ class EarlyWarnings:
 
     def _pop_and_range(self, path: str):
         def hook(module: torch.nn.Module, args: Any, out: Any) -> None:
+            if self._mode is None:
+                return  # a hook torch was iterating when the sample was dropped
+            if module is self.model and out is None and sys.exc_info()[0] is not None:
+                self._drop_sample()  # the forward raised (always_call runs this hook)
+                return
             if self._module_stack:
                 self._module_stack.pop()
             tensors = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
@@ -174,6 +194,25 @@ class EarlyWarnings:
             hook.remove()
         self._sample_hooks.clear()
         self._module_stack.clear()
+
+    def _drop_sample(self) -> None:
+        """The sampled forward raised: exit the dispatch mode now (the ``end_step`` that
+        would exit it may never come: a run abandoned after the error would keep every
+        later op of the process going through the mode) and sample the next forward
+        instead. Torch is iterating the root's forward hooks: its sampling hook stays
+        (inert) until the next ``_stop``; the others go now."""
+        if self._mode is not None:
+            mode, self._mode = self._mode, None
+            exit_mode(mode)
+        root = self.model._forward_hooks
+        stay = [h for h in self._sample_hooks if h.hooks_dict_ref() is root]
+        for hook in self._sample_hooks:
+            if all(hook is not s for s in stay):
+                hook.remove()
+        self._sample_hooks = stay
+        self._module_stack.clear()
+        self._sites, self._range_stats, self._pending = [], {}, []
+        self._due = True
 
     def _collect(self, step: int) -> list[Diagnosis]:
         self._stop()

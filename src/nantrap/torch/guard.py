@@ -145,6 +145,7 @@ class TorchGuard:
         self.bundles: list[Path] = []  # repro bundles written so far
         self._trace: Any = None  # ArmedTrace in loop form B
         self._trace_left = 0
+        self._awaiting: list[int] = []  # steps of NT903s waiting for the armed trace
         self._sampled = False  # early warnings sampled this step: its ranges go on record
         self._warned_stopped = False
         # the first snapshot is taken at the first step (``_begin``), not here: a checkpoint
@@ -178,8 +179,11 @@ class TorchGuard:
         route_scheduler_patch(optimizer, functools.partial(guarded_step, optimizer))
         # fused optimizers let GradScaler skip the unscale; the guard needs unscaled grads
         self._amp_flag = optimizer.__dict__.pop("_step_supports_amp_scaling", None)
-        # the "end" record is written on unguard/close, or when the guard is collected
-        self._finalizer = weakref.finalize(self, _end_run, self.engine)
+        # the "end" record is written on unguard/close, or when the guard is collected;
+        # then too the dispatch modes of a step left half done (the user's code raised and
+        # the run was abandoned) are exited and the model's hooks removed
+        self._owned: dict[str, Any] = {"early": self.early, "hooks": self._hooks}
+        self._finalizer = weakref.finalize(self, _end_run, self.engine, self._owned)
 
     # -- public ------------------------------------------------------------------------
 
@@ -193,6 +197,9 @@ class TorchGuard:
 
     @property
     def step_count(self) -> int:
+        """Training iterations so far (the step numbers of diagnoses and events): updates,
+        skipped steps and the steps a GradScaler skipped (counted at the next
+        ``zero_grad``); a rollback sets it back to its snapshot's step."""
         return self.engine.step
 
     def track(self, obj: Any) -> None:
@@ -327,17 +334,27 @@ class TorchGuard:
             engine.warn(dataclasses.replace(traced, incident=False, action="skipped-by-scaler"))
         obs = self.probe.measure(params, loss=None, inputs=self._inputs, scale=self.scaler._scale)
         problem = engine.classify(dataclasses.replace(obs, grad_norm=0.0))
+        decision = None
         if problem is Problem.CORRUPT_STATE:
             self._drop_step()
-            self._after_incident(
-                engine.act(self._explain_corrupt(params, engine.step), state_corrupt=True, obs=obs)
+            decision = engine.act(
+                self._explain_corrupt(params, engine.step), state_corrupt=True, obs=obs
             )
         elif problem is Problem.BAD_INPUT and self._inputs_really_bad():
             self._drop_step()
             stats = self._bad_inputs()
-            self._after_incident(engine.act(nonfinite_input(engine.step, stats), obs=obs))
-        elif engine.check_loss_scale(obs.loss_scale) and self.config.localize:
-            self._arm_trace()  # the next skipped step shows which op overflows
+            decision = engine.act(nonfinite_input(engine.step, stats), obs=obs)
+        else:
+            if engine.check_loss_scale(obs.loss_scale) and self.config.localize:
+                self._arm_trace()  # the next skipped step shows which op overflows
+            if engine.snapshot_due():  # the state is the step's start state: no update ran
+                engine.take_snapshot(self._capture())
+        if decision is not None:
+            self._after_incident(decision)
+        if decision is None or decision.action is Action.WARN:
+            # steps count iterations (what the user's loop counts), updates or not: a
+            # message after 20 skipped iterations says "step 20", not "step 0"
+            engine.idle_step()
 
     def _begin(self) -> None:
         if not self._fresh:
@@ -414,6 +431,8 @@ class TorchGuard:
     def _end_iteration(self) -> None:
         self.copier.fence()  # no later work of the stream changes what a snapshot copies
         self._fresh = False
+        if self._trace is None:  # the trace ran out or was used: those NT903s stay as is
+            self._awaiting = []
         self._inputs.clear()
         self._micro.clear()
 
@@ -580,8 +599,41 @@ class TorchGuard:
                 reason = self._arm_trace()
         elif not self.config.localize:
             reason = "localization is off (localize=False)"
-        return self.engine.explain(
+        found = self.engine.explain(
             what=what, localized=localized, reason=reason, phase=Phase.BACKWARD
+        )
+        return self._fold_unlocalized(found, traced, step)
+
+    def _fold_unlocalized(self, found: Diagnosis, traced: Diagnosis | None, step: int) -> Diagnosis:
+        """Loop form B: the incident that armed the trace is an NT903 marked
+        ``pending_trace``; the incident the trace then localizes ``supersedes`` it (the
+        report folds the two and leads with the cause). Evidence fields only: additive."""
+        if found.code == "NT903" and traced is None and self._trace is not None:
+            self._awaiting.append(step)
+            return dataclasses.replace(
+                found, evidence={**found.evidence, "pending_trace": self.config.trace_steps}
+            )
+        if traced is None or not self._awaiting:
+            return found
+        earlier, self._awaiting = self._awaiting, []
+        if found.code == "NT903":  # the trace saw the value but named no op
+            return found
+        diagnoses = self.engine.diagnoses  # the in-memory NT903s say what superseded them
+        for i, d in enumerate(diagnoses):
+            ev = d.evidence
+            if d.step in earlier and "pending_trace" in ev and "superseded_by" not in ev:
+                diagnoses[i] = dataclasses.replace(
+                    d, evidence={**d.evidence, "superseded_by": step}
+                )
+        seen = ", ".join(map(str, earlier))
+        return dataclasses.replace(
+            found,
+            message=f"{found.message} (first seen at step {seen}, where the plain loop could "
+            f"not replay the step; traced at step {step})",
+            evidence={
+                **found.evidence,
+                "supersedes": [{"code": "NT903", "step": s} for s in earlier],
+            },
         )
 
     def _replay(self, closure: Callable, step: int) -> tuple[Diagnosis | None, str]:
@@ -615,7 +667,7 @@ class TorchGuard:
         except ImportError as err:
             return f"op tracing is unavailable ({err})"
         if self._trace is None:
-            self._trace = ArmedTrace(_plain_model(self.model))
+            self._trace = self._owned["trace"] = ArmedTrace(_plain_model(self.model))
         self._trace.arm()
         self._trace_left = self.config.trace_steps
         return (
@@ -802,7 +854,13 @@ def _weak(method: Callable) -> Callable:
     return lambda *args: ref()(*args)
 
 
-def _end_run(engine: GuardEngine) -> None:
+def _end_run(engine: GuardEngine, owned: dict[str, Any]) -> None:
+    """The guard was collected without ``close``: stop what it started, end the log."""
+    for hook in owned.pop("hooks", ()):
+        hook.remove()
+    for part in owned.values():
+        if part is not None:
+            part.close()
     if not engine.ended:
         engine.end()
 

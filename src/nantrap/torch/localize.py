@@ -25,7 +25,7 @@ from nantrap.guard.diagnose import diagnose
 from nantrap.torch._tensor_stats import summarize
 from nantrap.torch.trace import OpTrace
 
-__all__ = ["ArmedTrace", "localize"]
+__all__ = ["ArmedTrace", "explain", "localize"]
 
 log = logging.getLogger("nantrap")
 
@@ -64,6 +64,15 @@ def localize(
                 if found.code != "NT903":
                     return found
             raise
+    return explain(trace, result, model, step=step)
+
+
+def explain(
+    trace: OpTrace, result: object, model: torch.nn.Module | None = None, *, step: int | None
+) -> Diagnosis | None:
+    """The Diagnosis of the first bad op on the path to the non-finite tensors in
+    ``result`` or the gradients of ``model``'s parameters, in a finished ``trace``; None if
+    they are all finite."""
     return _report(trace, _bad_values(result, model, trace), step)
 
 

@@ -41,7 +41,7 @@ from nantrap.guard.diagnose import OpRecord
 from nantrap.guard.stats import TensorStats
 from nantrap.torch._tensor_stats import CLEAN, Summary, dtype_name, summarize, tensor_stats
 
-__all__ = ["OpCall", "OpEvent", "OpTrace", "exit_mode", "op_handler"]
+__all__ = ["OpCall", "OpEvent", "OpTrace", "exit_mode", "named_modules", "op_handler"]
 
 aten = torch.ops.aten
 
@@ -289,6 +289,11 @@ class OpTrace:
         custom_handlers: ``{aten.packet: fn}`` merged over the registered handlers for this
             trace only.
         root: the name given to ``model`` in module paths.
+        modules: ``(path, module)`` pairs whose forward names the ops it runs, instead of
+            ``model.named_modules()`` (Keras layers on the torch backend are modules that
+            ``named_modules`` does not list).
+        leaf_names: names of leaf tensors by ``id`` (``"parameter dense/kernel"``), over
+            the names from ``model.named_parameters()``.
     """
 
     def __init__(
@@ -297,6 +302,8 @@ class OpTrace:
         *,
         custom_handlers: Mapping[Any, Handler] | None = None,
         root: str = "model",
+        modules: Iterable[tuple[str, torch.nn.Module]] | None = None,
+        leaf_names: Mapping[int, str] | None = None,
     ):
         if model is not None and not isinstance(model, torch.nn.Module):
             from nantrap.errors import ConfigError
@@ -306,6 +313,8 @@ class OpTrace:
             )
         self.model = model
         self.root = root
+        self._module_paths = None if modules is None else list(modules)
+        self._extra_leaf_names = dict(leaf_names or {})
         self.events: list[OpEvent] = []
         self._handlers = {**HANDLERS, **(custom_handlers or {})}
         self._tensors: dict[tuple, _Entry] = {}
@@ -467,14 +476,14 @@ class OpTrace:
     def _install_hooks(self) -> None:
         if self.model is None:
             return
-        for name, module in self.model.named_modules():
-            path = f"{self.root}.{name}" if name else self.root
+        for path, module in named_modules(self.model, self.root, self._module_paths):
             self._hooks.append(module.register_forward_pre_hook(self._pre_hook(path)))
             self._hooks.append(module.register_forward_hook(self._post_hook, always_call=True))
         for name, p in self.model.named_parameters():
             self._leaf_names[id(p)] = f"parameter {self.root}.{name}"
         for name, b in self.model.named_buffers():
             self._leaf_names[id(b)] = f"buffer {self.root}.{name}"
+        self._leaf_names.update(self._extra_leaf_names)
         self._hooks.append(self.model.register_forward_pre_hook(self._name_inputs))
 
     def _pre_hook(self, path: str) -> Callable:
@@ -646,6 +655,18 @@ class _TraceMode(TorchDispatchMode):
             raise
         tracer._record(func, args, kwargs, out, error=None, written=written)
         return out
+
+
+def named_modules(
+    model: torch.nn.Module,
+    root: str,
+    given: Iterable[tuple[str, torch.nn.Module]] | None = None,
+) -> list[tuple[str, torch.nn.Module]]:
+    """``(path, module)`` for every module whose forward names ops: ``given`` as it is, or
+    ``model.named_modules()`` with paths under ``root``."""
+    if given is not None:
+        return list(given)
+    return [(f"{root}.{name}" if name else root, m) for name, m in model.named_modules()]
 
 
 def exit_mode(mode: TorchDispatchMode) -> None:

@@ -1,4 +1,4 @@
-"""Judgements both TF guards (Keras/GradientTape and compat.v1) make from the history."""
+"""Judgements of the training state every guard edge makes from the history."""
 
 from __future__ import annotations
 

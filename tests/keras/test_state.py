@@ -9,7 +9,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from nantrap.errors import ConfigError  # noqa: E402
-from nantrap.tf.snapshot import VariableState, keras_state_variables  # noqa: E402
+from nantrap.keras.state import VariableState, keras_state_variables  # noqa: E402
 
 
 def _model():

@@ -1,6 +1,6 @@
-"""Exact host copies of TensorFlow/Keras training state: weights, optimizer slots, the
-iteration counter, the learning rate and the RNG seed states (Keras ``SeedGenerator``s are
-variables of the layers that own them). Restore is bit-exact."""
+"""Exact host copies of Keras training state on any backend (and of plain ``tf.Variable``s):
+weights, optimizer slots, the iteration counter, the learning rate and the RNG seed states
+(Keras ``SeedGenerator``s are variables of the layers that own them). Restore is bit-exact."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from nantrap.errors import ConfigError
 
-__all__ = ["VariableState", "keras_state_variables"]
+__all__ = ["VariableState", "is_seed_state", "keras_state_variables", "step_state"]
 
 
 def keras_state_variables(model: Any, optimizer: Any = None) -> list[Any]:
@@ -24,6 +24,21 @@ def keras_state_variables(model: Any, optimizer: Any = None) -> list[Any]:
             optimizer.build(model.trainable_variables)
         variables += list(optimizer.variables)
     return _unique(variables)
+
+
+def step_state(model: Any) -> list[Any]:
+    """The model's non-trainable float variables a training step writes besides the
+    optimizer (BatchNorm moving statistics): the guard puts them back when it drops a step."""
+    return [
+        v
+        for v in getattr(model, "non_trainable_variables", ())
+        if "float" in str(getattr(v, "dtype", "")) and not is_seed_state(v)
+    ]
+
+
+def is_seed_state(v: Any) -> bool:
+    """Whether ``v`` is the state of a Keras ``SeedGenerator`` (dropout masks come from it)."""
+    return str(getattr(v, "path", getattr(v, "name", ""))).endswith("seed_generator_state")
 
 
 class VariableState:
