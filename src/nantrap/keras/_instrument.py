@@ -121,7 +121,7 @@ class Instrument:
             for name, fn in saved.items():
                 object.__setattr__(self.model, name, fn)
 
-    def steps(self) -> list[tuple[ProbeReading, Any, Callable[[], Any], Callable[[], Any]]]:
+    def steps(self) -> list[tuple[ProbeReading, Any, Callable[[], Any] | None, Any]]:
         """Each step since the last call (every step of the last execution), in order:
         ``(reading, batch, replay, sample)`` with the replays of that step's batch and seeds
         (batch, replay and sample are None when the step cannot be matched to its batch)."""

@@ -187,7 +187,7 @@ class NanTrap(keras.callbacks.Callback):
             self.guard.close(status)
 
 
-def _one_step(inst: Any) -> tuple[ProbeReading, Any, Callable[[], Any], Callable[[], Any]]:
+def _one_step(inst: Any) -> tuple[ProbeReading, Any, Callable[[], Any] | None, Any]:
     """The step of an instrument that runs one step per call (torch), as ``steps()`` would."""
     data = inst.last_batch
     if data is None:
