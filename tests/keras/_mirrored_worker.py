@@ -137,6 +137,23 @@ def custom_loop(keras, strategy, nantrap):
     }
 
 
+def bad_input(keras, strategy, nantrap):
+    """A NaN in the second replica's rows of batch 5: named in the joined global batch."""
+    x, y = data()
+    x[5 * BATCH + 4 : 6 * BATCH] /= 1000.0  # no log(0) fault this time: one NaN instead
+    x[5 * BATCH + 5, 2] = np.nan
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = build(keras)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=hand_ce, steps_per_execution=2)
+    trap = nantrap.keras.NanTrap(policy="skip")
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=[trap])
+    return [
+        (d.code, str(d.category), d.step, d.module, d.evidence["stats"]["nan"])
+        for d in trap.diagnoses
+    ]
+
+
 def main(out: str) -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -163,6 +180,7 @@ def main(out: str) -> None:
         snapshot_every=1,
     )
     result["custom_loop"] = custom_loop(keras, strategy, nantrap)
+    result["bad_input"] = bad_input(keras, strategy, nantrap)
     x, y = data()
     with strategy.scope():
         model = build(keras, keras.optimizers.AdamW(1e-3))

@@ -76,3 +76,7 @@ def test_guard_step_gates_a_custom_strategy_run_loop(mirrored):
     run = mirrored["custom_loop"]
     assert run["diagnoses"] == [["NT101", 5, "skipped", "Log"]]
     assert run["iterations"] == 7 and run["finite"] and run["replicas_agree"]
+
+
+def test_a_nan_input_on_one_replica_is_named_in_the_global_batch(mirrored):
+    assert mirrored["bad_input"] == [["NT401", "bad-data", 5, "hidden", 1]]

@@ -131,16 +131,20 @@ class Instrument:
         out = []
         for reading, batch in zip(readings, self.batches, strict=True):
             row = self.row(reading.steps)
-            data = _whole_batch(batch) if self.replicas > 1 else batch
+            data = JoinedBatch(batch) if self.replicas > 1 else batch
             out.append(
                 (
                     reading,
                     data,
-                    functools.partial(self.replay, data, row),
-                    functools.partial(self.sample, data, row),
+                    functools.partial(self._run, self.replay, data, row),
+                    functools.partial(self._run, self.sample, data, row),
                 )
             )
         return out
+
+    @staticmethod
+    def _run(fn: Callable[[Any, int], Any], data: Any, row: int) -> Any:
+        return fn(data.value() if isinstance(data, JoinedBatch) else data, row)
 
     def row(self, steps: int) -> int:
         """The ring row of the step the probe counted as ``steps`` (``ProbeReading.steps``)."""
@@ -233,16 +237,34 @@ def _unpack(data: Any) -> tuple[Any, Any, Any]:
     return unpack_x_y_sample_weight(data)
 
 
-def _whole_batch(data: Any) -> Any:
-    """A ``tf.distribute`` batch (per-replica shards) as one batch, shards in replica order."""
+class JoinedBatch:
+    """A ``tf.distribute`` batch (per-replica shards) as one global batch, shards in replica
+    order, joined on first use: by a replay, or by the op trace naming its tensors (for
+    ``tf.nest`` it is a nest of the joined tensors), so steps without a replay copy nothing.
+    """
 
-    def join(value: Any) -> Any:
-        if not isinstance(value, tf.distribute.DistributedValues):
-            return value
-        parts = value.values
-        return tf.concat(parts, 0) if parts[0].shape.rank else parts[0]
+    def __init__(self, batch: Any):
+        self.batch = batch
+        self._joined: Any = None
 
-    return tf.nest.map_structure(join, data)
+    def value(self) -> Any:
+        if self._joined is None:
+            self._joined = tf.nest.map_structure(_join, self.batch)
+        return self._joined
+
+    def __tf_flatten__(self) -> tuple[None, tuple[Any, ...]]:
+        return None, tuple(tf.nest.flatten(self.value()))
+
+    @classmethod
+    def __tf_unflatten__(cls, metadata: None, components: tuple[Any, ...]) -> Any:
+        return components
+
+
+def _join(value: Any) -> Any:
+    if not isinstance(value, tf.distribute.DistributedValues):
+        return value
+    parts = value.values
+    return tf.concat(parts, 0) if parts[0].shape.rank else parts[0]
 
 
 def _head(data: Any, rows: int) -> Any:
