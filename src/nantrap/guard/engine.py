@@ -423,12 +423,13 @@ class GuardEngine:
             self.end("stopped")
         return decision
 
-    def handle_spike(self, spike: Spike) -> Decision | None:
+    def handle_spike(self, spike: Spike, *, applied: bool = False) -> Decision | None:
         """NT302 by ``on_spike``: warn (returns None: apply the update), skip, or policy.
 
         A spike in a history that shows divergence (two signals or more) is the NT301
         incident instead, handled by the policy before the update. Consecutive spikes are
-        reported once.
+        reported once. ``applied``: the update already went through (a compiled step that
+        judged the spike by an older ceiling); it can then be warned about, not skipped.
         """
         div = diagnose_divergence(
             self.history,
@@ -444,10 +445,12 @@ class GuardEngine:
         self._last_spike = self.step
         diagnosis = diagnose_spike(spike, step=self.step, sigma=self.config.spike_sigma)
         mode = self.config.on_spike
+        if applied and mode == "skip":
+            mode = "warn"
         if repeated and mode == "warn":
             return None
         if mode == "policy":
-            return self.act(dataclasses.replace(diagnosis, incident=True))
+            return self.act(dataclasses.replace(diagnosis, incident=True), update_applied=applied)
         if mode == "skip":
             diagnosis = dataclasses.replace(diagnosis, action=Action.SKIP.past)
             self.warn(diagnosis)

@@ -12,10 +12,8 @@ divergence from the history, localization by an eager op-by-op replay of the fai
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -158,10 +156,15 @@ class NanTrap(keras.callbacks.Callback):
         try:
             for k, (reading, data, replay, sample) in enumerate(steps):
                 last = k == len(steps) - 1
-                with _execution_step(guard, reading, last=last, multi=len(steps) > 1):
-                    decision = guard.after_step(
-                        reading, has_loss=inst.has_loss, replay=replay, sample=sample, inputs=data
-                    )
+                decision = guard.after_step(
+                    reading,
+                    has_loss=inst.has_loss,
+                    replay=replay,
+                    sample=sample,
+                    inputs=data,
+                    boundary=last,  # the device holds the state at the execution's end
+                    ratio=len(steps) == 1,  # weight copies one execution apart: no ratio
+                )
                 if decision is not None and decision.action in (Action.ROLLBACK, Action.STOP):
                     if not last:
                         logger.info(
@@ -193,35 +196,3 @@ def _one_step(inst: Any) -> tuple[ProbeReading, Any, Callable[[], Any] | None, A
     if data is None:
         return inst.probe.read(), None, None, None
     return inst.probe.read(), data, lambda: inst.replay(data), lambda: inst.sample(data)
-
-
-@contextlib.contextmanager
-def _execution_step(
-    guard: KerasGuard, reading: ProbeReading, *, last: bool, multi: bool
-) -> Iterator[None]:
-    """What the guard must not do while judging one step of an execution (the guard-side
-    form would be ``after_step(..., boundary=last, ratio=not multi)`` and a spike check
-    against ``reading.applied``):
-
-    - with several steps per execution the device holds the state at the END of the
-      execution: a snapshot is taken only at its last step, and no update ratio is sampled
-      (host copies of the weights one execution apart would measure several updates);
-    - a step the device applied cannot be skipped: the in-graph loss ceiling is set once per
-      execution, so a spike inside the execution that ends the warm-up got through, and the
-      guard can only warn about it (and keep it in the history it judges later steps by).
-    """
-    with contextlib.ExitStack() as stack:
-        if multi:
-            guard._ratio_ref = None
-        if multi and not last:
-            guard.engine.snapshot_due = lambda: False  # shadows the method for this step
-            stack.callback(delattr, guard.engine, "snapshot_due")
-        if reading.applied and guard.config.on_spike == "skip":
-            config = guard.config
-            guard.config = guard.engine.config = dataclasses.replace(config, on_spike="warn")
-            stack.callback(_set_config, guard, config)
-        yield
-
-
-def _set_config(guard: KerasGuard, config: GuardConfig) -> None:
-    guard.config = guard.engine.config = config

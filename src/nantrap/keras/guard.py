@@ -164,10 +164,16 @@ class KerasGuard:
         replay: Callable[[], Any] | None = None,
         inputs: Any = None,
         sample: Callable[[], Any] | None = None,
+        boundary: bool = True,
+        ratio: bool = True,
     ) -> Decision | None:
         """Judge one finished step. ``replay()`` re-runs it eagerly (no patches) for
         localization; ``sample()`` (default: ``replay``) is the cheaper run a sampled
-        early warning traces, returning the loss; ``inputs`` names the batch's tensors."""
+        early warning traces, returning the loss; ``inputs`` names the batch's tensors.
+
+        For one step of a multi-step execution: ``boundary=False`` when the device already
+        holds a later step's state (no snapshot now), ``ratio=False`` when host copies of
+        the weights would be an execution apart (no update-ratio sample)."""
         now = time.perf_counter()
         elapsed, self._last_end = now - self._last_end, now
         loss_value = reading.loss if loss is None else float(loss)
@@ -197,9 +203,11 @@ class KerasGuard:
             if problem is Problem.CORRUPT_STATE or corrupt_after:
                 return None
             self._muted = False
+        if not ratio:
+            self._ratio_ref = None
         if clean:
             self._in_spike = False
-            self._clean_step(obs, reading.param_norm, ranges)
+            self._clean_step(obs, reading.param_norm, ranges, boundary=boundary, ratio=ratio)
             return None
         if isinstance(problem, Spike):
             return self._spike(problem, obs, reading)
@@ -225,20 +233,27 @@ class KerasGuard:
         return ranges
 
     def _clean_step(
-        self, obs: Observation, param_norm: float, ranges: dict[str, dict[str, float]]
+        self,
+        obs: Observation,
+        param_norm: float,
+        ranges: dict[str, dict[str, float]],
+        *,
+        boundary: bool,
+        ratio: bool,
     ) -> None:
         engine = self.engine
-        obs = dataclasses.replace(obs, update_ratio=self._update_ratio(engine.step))
+        if ratio:
+            obs = dataclasses.replace(obs, update_ratio=self._update_ratio(engine.step))
         engine.after_update(obs, ranges=ranges or None)
         self._param_norm = param_norm
-        if engine.snapshot_due() and worth_snapshot(engine.history):
+        if boundary and engine.snapshot_due() and worth_snapshot(engine.history):
             engine.take_snapshot(self.capture())
 
     def _spike(self, spike: Spike, obs: Observation, reading: ProbeReading) -> Decision | None:
         if self._in_spike and self.config.on_spike == "warn":
             decision = None  # one warning per run of consecutive spikes
         else:
-            decision = self.engine.handle_spike(spike)
+            decision = self.engine.handle_spike(spike, applied=reading.applied)
         self._in_spike = True
         if decision is None:
             if reading.applied:
