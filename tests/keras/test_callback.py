@@ -267,3 +267,18 @@ def test_a_dropped_step_leaves_no_nan_in_batchnorm_statistics():
         np.isfinite(bn.moving_mean.numpy()).all() and np.isfinite(bn.moving_variance.numpy()).all()
     )
     assert weights_finite(model)
+
+
+def test_a_step_that_raises_ends_the_guard_and_leaves_no_patch(tmp_path):
+    def broken_loss(y, p):
+        raise ValueError("user bug in the loss")
+
+    model = classifier(broken_loss, jit_compile=False)
+    x, y = data(16)
+    trap = NanTrap(policy="skip", log_dir=tmp_path)
+    with pytest.raises(ValueError, match="user bug"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[trap])
+    assert "train_step" not in vars(model) and "compute_loss" not in vars(model)
+    assert "apply" not in vars(model.optimizer) and model.train_function is None
+    end = read_events(tmp_path / "events.jsonl")[-1]
+    assert (end["type"], end["status"]) == ("end", "error")

@@ -29,30 +29,30 @@ the compiled step only sees fixed-shape reductions, a ``tf.cond`` and small assi
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
 
+from nantrap.keras._patches import ModelPatches
 from nantrap.keras.reading import ProbeReading
 from nantrap.keras.state import is_seed_state, step_state
 from nantrap.tf.probe import OptimizerPatch, Probe, check_strategy, replicas, write_row
 
 __all__ = ["Instrument"]
 
-_PATCHED = ("train_step", "compute_loss")
 SAMPLE_ROWS = 16  # rows of the batch an early-warning sample traces
 
 
-class Instrument:
+class Instrument(ModelPatches):
     """The probe and the patches of one model; see the module docstring."""
 
-    def __init__(self, model: Any, *, gate: bool = True):
-        self.model = model
-        self.optimizer = model.optimizer
+    def __init__(
+        self, model: Any, *, gate: bool = True, on_error: Callable[[], None] | None = None
+    ):
+        super().__init__(model, on_error=on_error)
         self.gate = gate
         self.rows = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
         self.strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
@@ -70,56 +70,24 @@ class Instrument:
                 for v in self.seed_vars
             ]
         self.patch = OptimizerPatch(model.optimizer, self.probe, gate=gate, loss=lambda: self._loss)
+        self.optimizer_patch = self.patch
         self.batches: list[Any] = []  # the last execution's batches, in step order
-        self.has_loss = False
         self._loss: Any = None
-        self._installed = False
-        self._orig_function: Any = None
         self._execution: Any = None
         self.metric_vars = [*getattr(model, "metrics_variables", ()), *step_state(model)]
 
-    # install / uninstall ------------------------------------------------------------
-    def install(self) -> Instrument:
-        model = self.model
+    # install ----------------------------------------------------------------------------
+    def _install_optimizer(self) -> None:
         with self.strategy.scope():
-            self.patch.install(model.trainable_variables)
-        object.__setattr__(model, "train_step", self._train_step)
-        object.__setattr__(model, "compute_loss", self._compute_loss(model.compute_loss))
-        self._installed = True
-        self.rebuild()
-        return self
+            self.patch.install(self.model.trainable_variables)
 
     def rebuild(self) -> None:
-        """Recompile Keras' train function over the patched step (after an LR schedule
-        change, for instance)."""
-        self.model.make_train_function(force=True)
-        self._orig_function = self.model.train_function
+        super().rebuild()
         self._execution = self._orig_function
         if self.rows > 1 and not self.model.run_eagerly:
             # the N steps of an execution in one graph call, as Keras' own loop would be
             run = self._orig_function
             self._execution = tf.function(lambda batches: run(iter(batches)), reduce_retracing=True)
-        self.model.train_function = self._train_function
-
-    def uninstall(self) -> None:
-        if not self._installed:
-            return
-        self._installed = False
-        for name in _PATCHED:
-            vars(self.model).pop(name, None)
-        self.patch.uninstall()
-        self.model.train_function = None  # the next fit compiles an unpatched step
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """The model and optimizer as the user made them (for an eager replay)."""
-        saved = {n: vars(self.model).pop(n) for n in _PATCHED if n in vars(self.model)}
-        try:
-            with self.patch.paused():
-                yield
-        finally:
-            for name, fn in saved.items():
-                object.__setattr__(self.model, name, fn)
 
     def steps(self) -> list[tuple[ProbeReading, Any, Callable[[], Any] | None, Any]]:
         """Each step since the last call (every step of the last execution), in order:
@@ -221,14 +189,8 @@ class Instrument:
                 return fresh
         return logs
 
-    def _compute_loss(self, compute_loss: Any) -> Any:
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            loss = compute_loss(*args, **kwargs)
-            self._loss = loss
-            self.has_loss = True
-            return loss
-
-        return wrapped
+    def _remember_loss(self, loss: Any) -> None:
+        self._loss = loss
 
 
 def _unpack(data: Any) -> tuple[Any, Any, Any]:

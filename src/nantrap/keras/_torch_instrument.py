@@ -24,13 +24,12 @@ from typing import Any
 
 import torch
 
+from nantrap.keras._patches import ModelPatches
 from nantrap.keras.reading import ProbeReading
 from nantrap.keras.state import is_seed_state, step_state
 from nantrap.torch._snapshot import capture_rng, restore_rng
 
 __all__ = ["TorchInstrument", "TorchProbe"]
-
-_PATCHED = ("train_step", "compute_loss")
 
 
 class TorchProbe:
@@ -123,60 +122,29 @@ class TorchProbe:
         return result
 
 
-class TorchInstrument:
+class TorchInstrument(ModelPatches):
     """The probe and the patches of one model; see the module docstring."""
 
     def __init__(self, model: Any, *, gate: bool = True, on_error: Any = None):
-        self.model = model
-        self.optimizer = model.optimizer
-        self.on_error = on_error  # called when a step raises (fit then ends without us)
+        super().__init__(model, on_error=on_error)
         self.probe = TorchProbe(model.optimizer, gate=gate)
+        self.optimizer_patch = self.probe
         self.last_batch: Any = None
-        self.has_loss = False
-        self._installed = False
-        self._orig_function: Any = None
         self.seed_vars = [v for v in model.variables if is_seed_state(v)]
         self.seed_prev: list[torch.Tensor] = []
         self.rng_prev: dict[str, Any] | None = None
         self.step_state = step_state(model)
 
-    # install / uninstall ------------------------------------------------------------
-    def install(self) -> TorchInstrument:
-        model = self.model
+    def _install_optimizer(self) -> None:
         if not self.optimizer.built:
-            self.optimizer.build(model.trainable_variables)
+            self.optimizer.build(self.model.trainable_variables)
         self.probe.install()
-        object.__setattr__(model, "train_step", self._train_step)
-        object.__setattr__(model, "compute_loss", self._compute_loss(model.compute_loss))
-        self._installed = True
-        self.rebuild()
-        return self
-
-    def rebuild(self) -> None:
-        """Rebuild Keras' train function over the patched step."""
-        self.model.make_train_function(force=True)
-        self._orig_function = self.model.train_function
-        self.model.train_function = self._train_function
-
-    def uninstall(self) -> None:
-        if not self._installed:
-            return
-        self._installed = False
-        for name in _PATCHED:
-            vars(self.model).pop(name, None)
-        self.probe.uninstall()
-        self.model.train_function = None  # the next fit builds an unpatched step
 
     @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
+    def paused(self, names: tuple[str, ...] = ("train_step",)) -> Iterator[None]:
         """The model's step and optimizer as the user made them (loss still remembered)."""
-        saved = vars(self.model).pop("train_step", None)
-        try:
-            with self.probe.paused():
-                yield
-        finally:
-            if saved is not None:
-                object.__setattr__(self.model, "train_step", saved)
+        with super().paused(names):
+            yield
 
     def restore_seeds(self) -> None:
         """Put the seed generators and torch's generators back to where they were before
@@ -203,12 +171,7 @@ class TorchInstrument:
     # the patched pieces ---------------------------------------------------------------
     def _train_function(self, data: Any) -> Any:
         self.last_batch = data[0] if isinstance(data, (list, tuple)) and len(data) == 1 else data
-        try:
-            return self._orig_function(data)
-        except BaseException:
-            if self.on_error is not None:
-                self.on_error()
-            raise
+        return self._orig_function(data)
 
     def _train_step(self, data: Any) -> Any:
         self.rng_prev = capture_rng(host=False)
@@ -229,14 +192,8 @@ class TorchInstrument:
                 return fresh
         return logs
 
-    def _compute_loss(self, compute_loss: Any) -> Any:
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            loss = compute_loss(*args, **kwargs)
-            self.probe.loss = loss
-            self.has_loss = True
-            return loss
-
-        return wrapped
+    def _remember_loss(self, loss: Any) -> None:
+        self.probe.loss = loss
 
 
 def _sum_squares(tensors: list[Any], device: Any = None) -> torch.Tensor:

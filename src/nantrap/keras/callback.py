@@ -123,7 +123,9 @@ class NanTrap(keras.callbacks.Callback):
             from nantrap.keras._instrument import Instrument
             from nantrap.tf.guard import TFBackend
 
-            self.instrument = Instrument(model, gate=gate).install()
+            self.instrument = Instrument(
+                model, gate=gate, on_error=lambda: self._close("error")
+            ).install()
             tracer: Any = TFBackend(model, every=self.config.early_warnings, **self._guard_options)
         else:
             from nantrap.keras._torch_backend import TorchBackend
