@@ -185,6 +185,7 @@ def test_stop_restores_the_last_snapshot_and_warn_lets_the_update_through():
     trap = NanTrap(policy="warn")
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[trap], shuffle=False)
     assert [d.action for d in trap.diagnoses] == ["warned"]  # then muted: state is NaN
+    assert trap.diagnoses[0].code == "NT101"  # localized before the bad update went through
     assert not weights_finite(model)
 
 

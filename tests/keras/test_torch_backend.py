@@ -111,6 +111,7 @@ def test_stop_restores_the_last_snapshot_and_warn_lets_the_update_through(scenar
     assert stop["actions"] == ["stopped"] and stop["stop_training"]
     assert stop["iterations"] == 4 and stop["finite"]  # back at the snapshot before step 4
     assert f["warn_actions"] == ["warned"] and not f["warn_finite"]
+    assert f["warn_codes"] == ["NT101"]  # localized before the bad update went through
 
 
 def test_early_warnings_saturation_and_clip_trap_before_any_nan(scenarios):

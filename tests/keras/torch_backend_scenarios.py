@@ -218,6 +218,7 @@ def stop_and_warn():
     return {
         "stop": stop,
         "warn_actions": [d.action for d in trap.diagnoses],
+        "warn_codes": [d.code for d in trap.diagnoses],
         "warn_finite": weights_finite(model),
     }
 

@@ -37,7 +37,7 @@ from typing import Any
 import tensorflow as tf
 
 from nantrap.keras._patches import ModelPatches
-from nantrap.keras.reading import ProbeReading
+from nantrap.keras.reading import StepRun
 from nantrap.keras.state import is_seed_state, step_state
 from nantrap.tf.probe import OptimizerPatch, Probe, check_strategy, replicas, write_row
 
@@ -89,23 +89,35 @@ class Instrument(ModelPatches):
             run = self._orig_function
             self._execution = tf.function(lambda batches: run(iter(batches)), reduce_retracing=True)
 
-    def steps(self) -> list[tuple[ProbeReading, Any, Callable[[], Any] | None, Any]]:
-        """Each step since the last call (every step of the last execution), in order:
-        ``(reading, batch, replay, sample)`` with the replays of that step's batch and seeds
-        (batch, replay and sample are None when the step cannot be matched to its batch)."""
+    @staticmethod
+    def reapplies(model: Any) -> bool:
+        """Whether a dropped update can be applied again after the host's decision (one
+        step per execution, one replica): then a ``warn`` run is gated too, and localized
+        from the weights before the bad update."""
+        rows = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
+        strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+        return rows == 1 and strategy.num_replicas_in_sync == 1
+
+    def steps(self) -> list[StepRun]:
+        """Each step since the last call (every step of the last execution), in order, with
+        the replays of that step's batch and seeds (none when the step cannot be matched to
+        its batch)."""
         readings = self.probe.read_new()
         if len(readings) != len(self.batches):
-            return [(r, None, None, None) for r in readings]
+            return [StepRun(r) for r in readings]
         out = []
+        reapply = self.rows == 1 and self.replicas == 1
         for reading, batch in zip(readings, self.batches, strict=True):
             row = self.row(reading.steps)
             data = JoinedBatch(batch) if self.replicas > 1 else batch
+            replay = functools.partial(self._run, self.replay, data, row)
             out.append(
-                (
+                StepRun(
                     reading,
                     data,
-                    functools.partial(self._run, self.replay, data, row),
-                    functools.partial(self._run, self.sample, data, row),
+                    replay=replay,
+                    sample=functools.partial(self._run, self.sample, data, row),
+                    apply_dropped=replay if reapply else None,  # the replay applies it
                 )
             )
         return out

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from nantrap.keras._patches import ModelPatches
-from nantrap.keras.reading import ProbeReading
+from nantrap.keras.reading import ProbeReading, StepRun
 from nantrap.keras.state import is_seed_state, step_state
 from nantrap.torch._snapshot import capture_rng, restore_rng
 
@@ -46,6 +46,7 @@ class TorchProbe:
         self._scale = math.nan
         self._steps = 0
         self._original: Any = None
+        self.dropped: tuple[list[Any], Any] | None = None  # the last gated update
 
     @property
     def installed(self) -> bool:
@@ -67,6 +68,14 @@ class TorchProbe:
         finally:
             if patched is not None:
                 object.__setattr__(self.optimizer, "apply", patched)
+
+    def apply_dropped(self) -> None:
+        """Apply the update the gate dropped last (a ``warn`` decision lets it through)."""
+        if self.dropped is not None:
+            grads, variables = self.dropped
+            self.dropped = None
+            with torch.no_grad():
+                self._original(grads, variables)
 
     def set_ceiling(self, value: float) -> None:
         """Losses above ``value`` are gated like non-finite ones (``inf``: off)."""
@@ -115,6 +124,7 @@ class TorchProbe:
             ok = ok and math.isfinite(loss_v) and loss_v <= self._ceiling
         result = None
         self.applied = ok or not self.gate
+        self.dropped = None if self.applied else (grads, trainable_variables)
         if self.applied:
             result = self._original(grads, trainable_variables)
         with torch.no_grad():
@@ -154,6 +164,20 @@ class TorchInstrument(ModelPatches):
         if self.rng_prev is not None:
             restore_rng(self.rng_prev)
 
+    def steps(self) -> list[StepRun]:
+        """The step that just ran (the torch backend runs one step per call)."""
+        data = self.last_batch
+        if data is None:
+            return [StepRun(self.probe.read())]
+        return [
+            StepRun(
+                self.probe.read(),
+                data,
+                replay=lambda: self.replay(data),
+                apply_dropped=self.probe.apply_dropped,
+            )
+        ]
+
     # replays ------------------------------------------------------------------------------
     def replay(self, data: Any) -> Any:
         """The failing batch's train step, eagerly, with the dropout masks it had; returns
@@ -163,10 +187,6 @@ class TorchInstrument(ModelPatches):
         with self.paused():
             self.model.train_step(data)
         return self.probe.loss
-
-    def sample(self, data: Any) -> None:
-        """Nothing: on torch, early warnings sample a training step as it runs."""
-        return None
 
     # the patched pieces ---------------------------------------------------------------
     def _train_function(self, data: Any) -> Any:

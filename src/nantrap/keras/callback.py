@@ -13,7 +13,6 @@ divergence from the history, localization by an eager op-by-op replay of the fai
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -26,7 +25,7 @@ from nantrap.guard.policy import Action
 from nantrap.keras.guard import KerasGuard, check_shares
 
 if TYPE_CHECKING:
-    from nantrap.keras.reading import ProbeReading
+    pass
 
 __all__ = ["NanTrap"]
 
@@ -118,11 +117,12 @@ class NanTrap(keras.callbacks.Callback):
                 f"NanTrap supports Keras on the TensorFlow and torch backends; this Keras "
                 f"runs on {backend!r}"
             )
-        gate = self.config.policy != "warn"
         if backend == "tensorflow":
             from nantrap.keras._instrument import Instrument
             from nantrap.tf.guard import TFBackend
 
+            # warn: gated too where the dropped update can be applied after the diagnosis
+            gate = self.config.policy != "warn" or Instrument.reapplies(model)
             self.instrument = Instrument(
                 model, gate=gate, on_error=lambda: self._close("error")
             ).install()
@@ -132,7 +132,9 @@ class NanTrap(keras.callbacks.Callback):
             from nantrap.keras._torch_instrument import TorchInstrument
 
             self.instrument = TorchInstrument(
-                model, gate=gate, on_error=lambda: self._close("error")
+                model,
+                gate=True,  # warn too: the dropped update is applied after the diagnosis
+                on_error=lambda: self._close("error"),
             ).install()
             options = dict(self._guard_options)
             options.pop("warning_budget")  # sampled in the step itself: no replay to budget
@@ -153,17 +155,18 @@ class NanTrap(keras.callbacks.Callback):
         Keras calls this once per ``steps_per_execution`` steps. A rollback or stop ends the
         execution's judging (the steps after it ran from the state it replaced)."""
         inst, guard = self.instrument, self.guard
-        steps = inst.steps() if hasattr(inst, "steps") else [_one_step(inst)]
+        steps = inst.steps()
         decision = None
         try:
-            for k, (reading, data, replay, sample) in enumerate(steps):
+            for k, run in enumerate(steps):
                 last = k == len(steps) - 1
                 decision = guard.after_step(
-                    reading,
+                    run.reading,
                     has_loss=inst.has_loss,
-                    replay=replay,
-                    sample=sample,
-                    inputs=data,
+                    replay=run.replay,
+                    sample=run.sample,
+                    inputs=run.batch,
+                    apply_dropped=run.apply_dropped,
                     boundary=last,  # the device holds the state at the execution's end
                     ratio=len(steps) == 1,  # weight copies one execution apart: no ratio
                 )
@@ -190,11 +193,3 @@ class NanTrap(keras.callbacks.Callback):
             self.instrument.uninstall()
         if self.guard is not None:
             self.guard.close(status)
-
-
-def _one_step(inst: Any) -> tuple[ProbeReading, Any, Callable[[], Any] | None, Any]:
-    """The step of an instrument that runs one step per call (torch), as ``steps()`` would."""
-    data = inst.last_batch
-    if data is None:
-        return inst.probe.read(), None, None, None
-    return inst.probe.read(), data, lambda: inst.replay(data), lambda: inst.sample(data)

@@ -166,6 +166,7 @@ class KerasGuard:
         sample: Callable[[], Any] | None = None,
         boundary: bool = True,
         ratio: bool = True,
+        apply_dropped: Callable[[], Any] | None = None,
     ) -> Decision | None:
         """Judge one finished step. ``replay()`` re-runs it eagerly (no patches) for
         localization; ``sample()`` (default: ``replay``) is the cheaper run a sampled
@@ -173,7 +174,8 @@ class KerasGuard:
 
         For one step of a multi-step execution: ``boundary=False`` when the device already
         holds a later step's state (no snapshot now), ``ratio=False`` when host copies of
-        the weights would be an execution apart (no update-ratio sample)."""
+        the weights would be an execution apart (no update-ratio sample). ``apply_dropped()``
+        applies an update the gate dropped when the decision lets it through (``warn``)."""
         now = time.perf_counter()
         elapsed, self._last_end = now - self._last_end, now
         loss_value = reading.loss if loss is None else float(loss)
@@ -211,7 +213,12 @@ class KerasGuard:
             return None
         if isinstance(problem, Spike):
             return self._spike(problem, obs, reading)
-        return self._incident(problem, obs, reading, corrupt_after, replay, inputs)
+        decision = self._incident(problem, obs, reading, corrupt_after, replay, inputs)
+        if decision.action is Action.WARN and not reading.applied and apply_dropped is not None:
+            apply_dropped()  # the user asked for the update to go through
+            self._param_norm = _norm(self._trainable)
+            self._muted = True  # one warning, not one per step of the run it corrupts
+        return decision
 
     def _end_step(
         self, *, clean: bool, sample: Callable[[], Any] | None, inputs: Any
