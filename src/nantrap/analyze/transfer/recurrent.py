@@ -238,6 +238,11 @@ def _next_input(ctx: Ctx, out: Interval) -> Interval:
     return out
 
 
+def _padded(ctx: Ctx, out: Interval) -> Interval:
+    """ONNX ``sequence_lens``: the steps past a sequence's end are written as 0."""
+    return out | ZERO if ctx.attr("padded", False) else out
+
+
 def _state(arg: Interval | None) -> Interval:
     return ZERO if arg is None else arg
 
@@ -408,7 +413,7 @@ def lstm(ctx: Ctx, x: Interval, h0: Interval | None, c0: Interval | None, *param
         h_all = h if h_all is None else h_all | h
         c_all = c if c_all is None else c_all | c
         inp = _next_input(ctx, h)
-    return c_all if ctx.attr("output") == "cell" else h_all
+    return _padded(ctx, c_all if ctx.attr("output") == "cell" else h_all)
 
 
 # --- GRU -------------------------------------------------------------------------------------
@@ -473,7 +478,7 @@ def gru(ctx: Ctx, x: Interval, h0: Interval | None, *params) -> Interval:
         _saturation(ctx, "GRU", pres, outs)
         h_all = h_out if h_all is None else h_all | h_out
         inp = _next_input(ctx, h_out)
-    return h_all
+    return _padded(ctx, h_all)
 
 
 # --- plain RNN -------------------------------------------------------------------------------
@@ -553,7 +558,7 @@ def rnn(ctx: Ctx, x: Interval, h0: Interval | None, *params) -> Interval:
         if not h_out.is_finite:
             return h_all
         inp = _next_input(ctx, h_out)
-    return h_all
+    return _padded(ctx, h_all)
 
 
 def _tanh_layer(ctx: Ctx, cell: _Cell, h0: Interval, x: Interval) -> Interval:
