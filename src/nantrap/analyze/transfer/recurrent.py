@@ -4,8 +4,8 @@ Inputs follow ``torch``'s flat signature: ``lstm(x, h0, c0, *params)``, ``gru(x,
 *params)``, ``rnn(x, h0, *params)``, with ``params`` per layer and direction ``w_ih (G*H,
 in), w_hh (G*H, H), b_ih, b_hh`` (just the two weights when ``has_biases`` is false; a
 missing input is 0). ``gate_order`` names the row blocks (torch ``ifgo`` / ``rzn``, ONNX
-``iofg`` / ``zrn``). ``output`` picks the value: ``seq`` (every h_t, and h_n) or ``cell``
-(the LSTM's c_n).
+``iofg`` / ``zrn``). ``output`` picks the value: ``seq`` (every h_t, and h_n), ``cell``
+(the LSTM's c_n) or ``state`` (either: the hull of both).
 
 The bounds are invariants of the recurrence, so the sequence length only matters where a
 state can grow: gates are sigmoids in [0, 1] (exactly 0 or 1 once saturated in the dtype);
@@ -97,7 +97,8 @@ class _Rows:
             flat = w.value.reshape(w.value.shape[0], -1) if w.value.ndim > 1 else w.value[:, None]
             total = flat.sum(axis=1)
             size = np.abs(flat).sum(axis=1)
-            self.pos, self.neg = (size + total) / 2, (total - size) / 2
+            err = size * 1e-13  # the float64 sums' error, as in linear._affine
+            self.pos, self.neg = (size + total) / 2 + err, (total - size) / 2 - err
             self.k = flat.shape[1]
             self.norm = float(size.max()) if size.size else 0.0  # max row sum of |w|
         else:
@@ -408,12 +409,14 @@ def lstm(ctx: Ctx, x: Interval, h0: Interval | None, c0: Interval | None, *param
         cells = [_Cell(ctx, b, order, hidden, inp) for b in layer]
         h, c, pres, outs = _lstm_layer(ctx, cells, h0, c0, steps)
         if _overflowed(ctx, "LSTM", pres, inp):
-            return Interval.unknown() if ctx.attr("output") == "cell" else UNIT
+            return UNIT if ctx.attr("output", "seq") == "seq" else Interval.unknown()
         _saturation(ctx, "LSTM", pres, outs)
         h_all = h if h_all is None else h_all | h
         c_all = c if c_all is None else c_all | c
         inp = _next_input(ctx, h)
-    return _padded(ctx, c_all if ctx.attr("output") == "cell" else h_all)
+    which = ctx.attr("output", "seq")
+    out = c_all if which == "cell" else (h_all | c_all if which == "state" else h_all)
+    return _padded(ctx, out)
 
 
 # --- GRU -------------------------------------------------------------------------------------
