@@ -134,9 +134,9 @@ def _fold(nodes: dict[str, Node], values: dict, name: str, layer) -> None:
     if not readers:
         return
     final = f"{prefix}/final_state"  # return_state: h (an LSTM's h or c: the hull of both)
-    which = "state" if neutral == "lstm" else "seq"
+    which = {"output": "state" if neutral == "lstm" else "seq", "gate_notes": stack not in nodes}
     nodes[final] = Node(
-        final, op, neutral, inputs, {**attrs, "output": which}, dtype, module=name,
+        final, op, neutral, inputs, {**attrs, **which}, dtype, module=name,
         source=sources[0].source,
     )  # fmt: skip
     for k in readers:

@@ -222,7 +222,7 @@ def _call(b: _Builder, fx, dtype, shape) -> None:
                 op_name,
                 neutral=neutral,
                 inputs=tuple(inputs),
-                attrs={**attrs, "output": "cell"},
+                attrs={**attrs, "output": "cell", "gate_notes": False},
                 **{**common, "shape": c_shape},
             )
         )

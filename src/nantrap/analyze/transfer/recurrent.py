@@ -5,7 +5,8 @@ Inputs follow ``torch``'s flat signature: ``lstm(x, h0, c0, *params)``, ``gru(x,
 in), w_hh (G*H, H), b_ih, b_hh`` (just the two weights when ``has_biases`` is false; a
 missing input is 0). ``gate_order`` names the row blocks (torch ``ifgo`` / ``rzn``, ONNX
 ``iofg`` / ``zrn``). ``output`` picks the value: ``seq`` (every h_t, and h_n), ``cell``
-(the LSTM's c_n) or ``state`` (either: the hull of both).
+(the LSTM's c_n) or ``state`` (either: the hull of both); ``gate_notes=False`` on a second
+node of the same layer keeps its gate hazards from being reported twice.
 
 The bounds are invariants of the recurrence, so the sequence length only matters where a
 state can grow: gates are sigmoids in [0, 1] (exactly 0 or 1 once saturated in the dtype);
@@ -408,9 +409,12 @@ def lstm(ctx: Ctx, x: Interval, h0: Interval | None, c0: Interval | None, *param
     for layer in layers:
         cells = [_Cell(ctx, b, order, hidden, inp) for b in layer]
         h, c, pres, outs = _lstm_layer(ctx, cells, h0, c0, steps)
-        if _overflowed(ctx, "LSTM", pres, inp):
+        notes = ctx.attr("gate_notes", True)  # a second node of the same layer: say it once
+        finite = all(round_out(v, ctx.fmt).is_finite for v in pres.values())
+        if not finite and (not notes or _overflowed(ctx, "LSTM", pres, inp)):
             return UNIT if ctx.attr("output", "seq") == "seq" else Interval.unknown()
-        _saturation(ctx, "LSTM", pres, outs)
+        if notes:
+            _saturation(ctx, "LSTM", pres, outs)
         h_all = h if h_all is None else h_all | h
         c_all = c if c_all is None else c_all | c
         inp = _next_input(ctx, h)
