@@ -25,6 +25,8 @@ _CONTROL = {
     "TensorListFromTensor", "TensorListReserve", "TensorListStack", "TensorListGetItem",
     "TensorListSetItem", "TensorListLength", "TensorListElementShape",
 }  # fmt: skip
+_BODY = re.compile(r"(^|/)while(_\d+)?/")  # nodes of a lowered loop (its body's back edges
+# are cut in the IR, so their values would be guesses: they are not analyzed)
 
 
 def keras_layers(model: Any) -> dict[str, Any]:
@@ -84,8 +86,8 @@ def fold_loops(nodes: dict[str, Node], values: dict, layers: dict[str, Any]) -> 
     for key in [k for k, n in nodes.items() if n.kind == "input" and k not in used]:
         if key.startswith("unused_control_flow_input"):  # left behind by loop lowering
             del nodes[key]
-    for key, n in list(nodes.items()):
-        if n.op in _CONTROL and n.neutral is None:
+    for key, n in list(nodes.items()):  # a loop that stays: body and control flow, one label
+        if (n.op in _CONTROL and n.neutral is None) or (n.kind == "op" and _BODY.search(key)):
             nodes[key] = Node(
                 n.name, LOOP_LABEL, None, n.inputs, dict(n.attrs), n.dtype, n.shape, n.kind,
                 n.module, n.source,

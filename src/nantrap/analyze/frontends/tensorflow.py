@@ -285,7 +285,8 @@ def _count(op) -> dict[str, int]:
 
 
 def _root_scope(ops) -> str | None:
-    heads = {op.name.split("/")[0] for op in ops if "/" in op.name}
+    # "Func/..." names are the inputs/outputs of lowered loop bodies, not the model's scope
+    heads = {op.name.split("/")[0] for op in ops if "/" in op.name} - {"Func"}
     return heads.pop() if len(heads) == 1 else None
 
 
