@@ -14,8 +14,10 @@ an LSTM's ``h = o * tanh(c)`` is in [-1, 1] and its cell ``c_t = f * c_{t-1} + i
 obeys ``|c_t| <= |c_0| + t`` (tighter when the forget gate stays below 1); a GRU's ``h_t``
 is a convex combination of ``h_{t-1}`` and a tanh, so it stays in the hull of [-1, 1] and
 ``h_0``; a tanh RNN stays in [-1, 1]; a relu RNN is followed step by step, and its bound
-can grow past the dtype's max. Each bound is refined a few times from the sound start
-(``h`` in [-1, 1]): gate ranges computed from a sound ``h`` bound give a sound, tighter one.
+can grow past the dtype's max. With a dynamic (unknown) sequence length the cell is bounded
+by the forget gate's fixed point when the gate stays below 1, else the length is assumed
+below ``ASSUMED_MAX_STEPS``. Each bound is refined a few times from the sound start (``h``
+in [-1, 1]): gate ranges computed from a sound ``h`` bound give a sound, tighter one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ UNIT = Interval(-1.0, 1.0)
 ZERO = Interval.point(0.0)
 _REFINE = 3  # narrowing passes from the sound start
 _STEPS = 4096  # steps followed one by one; beyond, a closed-form bound
+ASSUMED_MAX_STEPS = 2**31  # a dynamic sequence length is assumed shorter than this
 
 
 @dataclass(frozen=True)
@@ -320,24 +323,30 @@ def _end(gate: str, v: float) -> bool:
 def _cell_bound(ctx: Ctx, c0: Interval, f: Interval, ig: Interval, steps: int | None) -> Interval:
     """Hull of c_1..c_T for ``c_t = f * c_{t-1} + i * g`` (magnitudes: |c_t| <= |c_0| + t)."""
     if steps is None:
-        if f.hi < 1:
+        if f.hi < 1:  # |c| <= f |c| + |i g| has a fixed point: a bound for every length
             m = max(c0.magnitude, ig.magnitude / (1 - f.hi))
             return round_out(Interval(-m, m), ctx.fmt)
-        ctx.flag(
-            "NT116" if not ctx.fmt or ctx.fmt.bits > 16 else "NT201",
-            f"LSTM cell state: the forget gate can be exactly 1 in {ctx.fmt_name}, so |c_t| "
-            f"<= |c_0| + t * {ig.magnitude:.4g} grows with the sequence, whose length is "
-            "unknown (dynamic): no finite bound"
-            + (
-                f"; it passes the {ctx.fmt.name} max after "
-                f"{(ctx.fmt.max - c0.magnitude) / max(ig.magnitude, 1e-300):.4g} steps"
-                if ctx.fmt
-                else ""
-            ),
-            severity=Severity.WARNING,
-            growth_per_step=ig.magnitude,
+        m = c0.magnitude + ASSUMED_MAX_STEPS * ig.magnitude
+        out = round_out(Interval(-m, m), ctx.fmt)
+        fmt = ctx.fmt
+        if fmt is None or out.is_finite or not ctx.attr("gate_notes", True):
+            return out
+        msg = (
+            f"LSTM cell state: the forget gate can be exactly 1 in {fmt.name}, so |c_t| <= "
+            f"|c_0| + t * {ig.magnitude:.4g} grows with the sequence, whose length is "
+            f"unknown (dynamic); it passes the {fmt.name} max {fmt.max:.5g} after "
+            f"{(fmt.max - c0.magnitude) / max(ig.magnitude, 1e-300):.4g} steps"
         )
-        return Interval.unknown()
+        if all(h.message != msg for h in ctx.hazards):  # once, not per refining pass
+            ctx.flag(
+                "NT201" if fmt.bits == 16 else "NT116",
+                msg,
+                severity=Severity.WARNING,
+                growth_per_step=ig.magnitude,
+                fix="keep the forget gate's pre-activation below the sigmoid's saturation "
+                "(normalize the input, smaller forget bias), or run the LSTM in float32",
+            )
+        return out
     c, out = c0, None
     for _ in range(min(steps, _STEPS)):
         nxt = _plus(ctx, _times(ctx, f, c), ig)
