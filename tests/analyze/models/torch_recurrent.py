@@ -70,3 +70,19 @@ class SeparableBlock(nn.Module):
 
     def forward(self, x):
         return self.grouped(self.act(self.pointwise(self.act(self.depthwise(x)))))
+
+
+class LSTMLanguageModel(nn.Module):
+    """A word-level LSTM LM (PTB/AWD-LSTM-sized by default): embedding -> stacked LSTM ->
+    tied-size decoder."""
+
+    def __init__(self, vocab: int = 10000, d: int = 400, hidden: int = 1150, layers: int = 3):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.lstm = nn.LSTM(d, hidden, num_layers=layers, batch_first=True)
+        self.proj = nn.Linear(hidden, d)
+        self.decoder = nn.Linear(d, vocab)
+
+    def forward(self, idx):
+        out, _ = self.lstm(self.embed(idx))
+        return self.decoder(self.proj(out))

@@ -280,9 +280,16 @@ _GATE_NAMES = {
 }
 
 
-def _saturation(ctx: Ctx, name: str, pres: dict[str, Interval], outs: dict[str, Interval]):
+def _merge(seen: tuple[dict, dict], pres: dict, outs: dict) -> None:
+    """Hull the gate ranges of one more layer into ``seen`` (one note per op, not per layer)."""
+    for into, new in zip(seen, (pres, outs), strict=True):
+        for g, v in new.items():
+            into[g] = v if g not in into else into[g] | v
+
+
+def _saturation(ctx: Ctx, name: str, pres: dict, outs: dict, layers: int = 1):
     """NT203 (info), as for sigmoid/tanh: a gate rounds to exactly 0/1 (or ±1) in the dtype."""
-    if ctx.fmt is None:
+    if ctx.fmt is None or not pres:
         return
     hit = {}
     for g, y in outs.items():
@@ -298,9 +305,10 @@ def _saturation(ctx: Ctx, name: str, pres: dict[str, Interval], outs: dict[str, 
         for g, ends in hit.items()
     ]
     forget = " (a forget gate of exactly 1 keeps all of c: |c_t| grows by up to 1 per step)"
+    where = f" (over its {layers} layers)" if layers > 1 else ""
     ctx.flag(
         "NT203",
-        f"{name} gates saturate in {fmt.name} (sigmoid rounds to 1 above "
+        f"{name} gates saturate{where} in {fmt.name} (sigmoid rounds to 1 above "
         f"{fmt.sigmoid_one:.4g}, to 0 below {fmt.sigmoid_zero:.4g}): {'; '.join(parts)}; "
         f"their gradient vanishes there{forget if 'f' in hit and 1.0 in hit['f'] else ''}",
         nonfinite=False,
@@ -407,7 +415,8 @@ LSTM_EXAMPLE = Example(
 )
 
 
-@transfer("lstm", ref=_lstm_ref, ulps=4, example=LSTM_EXAMPLE)
+# every step is rounded out to the dtype inside: nothing to add at the end (h stays in [-1, 1])
+@transfer("lstm", ref=_lstm_ref, ulps=0, example=LSTM_EXAMPLE)
 def lstm(ctx: Ctx, x: Interval, h0: Interval | None, c0: Interval | None, *params) -> Interval:
     args = (x, h0, c0, *params)
     layers, hidden = _layers(ctx, args, 3)
@@ -415,18 +424,20 @@ def lstm(ctx: Ctx, x: Interval, h0: Interval | None, c0: Interval | None, *param
     steps = seq_len(ctx)
     h0, c0 = _state(h0), _state(c0)
     inp, h_all, c_all = x, None, None
+    notes = ctx.attr("gate_notes", True)  # a second node of the same layer: say it once
+    seen: tuple[dict, dict] = ({}, {})
     for layer in layers:
         cells = [_Cell(ctx, b, order, hidden, inp) for b in layer]
         h, c, pres, outs = _lstm_layer(ctx, cells, h0, c0, steps)
-        notes = ctx.attr("gate_notes", True)  # a second node of the same layer: say it once
         finite = all(round_out(v, ctx.fmt).is_finite for v in pres.values())
         if not finite and (not notes or _overflowed(ctx, "LSTM", pres, inp)):
             return UNIT if ctx.attr("output", "seq") == "seq" else Interval.unknown()
-        if notes:
-            _saturation(ctx, "LSTM", pres, outs)
+        _merge(seen, pres, outs)
         h_all = h if h_all is None else h_all | h
         c_all = c if c_all is None else c_all | c
         inp = _next_input(ctx, h)
+    if notes:
+        _saturation(ctx, "LSTM", *seen, len(layers))
     which = ctx.attr("output", "seq")
     out = c_all if which == "cell" else (h_all | c_all if which == "state" else h_all)
     return _padded(ctx, out)
@@ -468,6 +479,7 @@ def gru(ctx: Ctx, x: Interval, h0: Interval | None, *params) -> Interval:
     before = bool(ctx.attr("linear_before_reset", True))
     h0 = _state(h0)
     inp, h_all = x, None
+    seen: tuple[dict, dict] = ({}, {})
     for layer in layers:
         cells = [_Cell(ctx, b, order, hidden, inp) for b in layer]
         h_rec = h0 | UNIT
@@ -491,9 +503,10 @@ def gru(ctx: Ctx, x: Interval, h0: Interval | None, *params) -> Interval:
             h_rec = narrower
         if _overflowed(ctx, "GRU", pres, inp):
             return h0 | UNIT
-        _saturation(ctx, "GRU", pres, outs)
+        _merge(seen, pres, outs)
         h_all = h_out if h_all is None else h_all | h_out
         inp = _next_input(ctx, h_out)
+    _saturation(ctx, "GRU", *seen, len(layers))
     return _padded(ctx, h_all)
 
 
@@ -555,12 +568,13 @@ def _relu_layer(ctx: Ctx, cell: _Cell, h0: Interval, steps: int | None) -> Inter
     return out
 
 
-@transfer("rnn", ref=_rnn_ref, ulps=4, example=RNN_EXAMPLE)
+@transfer("rnn", ref=_rnn_ref, ulps=0, example=RNN_EXAMPLE)  # rounded inside, as lstm
 def rnn(ctx: Ctx, x: Interval, h0: Interval | None, *params) -> Interval:
     layers, hidden = _layers(ctx, (x, h0, *params), 2)
     relu = str(ctx.attr("nonlinearity", "tanh")).lower() == "relu"
     h0 = _state(h0)
     inp, h_all = x, None
+    seen: tuple[dict, dict] = ({}, {})
     for layer in layers:
         cells = [_Cell(ctx, b, "h", hidden, inp) for b in layer]
         h_out = None
@@ -568,16 +582,18 @@ def rnn(ctx: Ctx, x: Interval, h0: Interval | None, *params) -> Interval:
             if relu:
                 h = _relu_layer(ctx, cell, h0, seq_len(ctx))
             else:
-                h = _tanh_layer(ctx, cell, h0, inp)
+                h, pre = _tanh_layer(ctx, cell, h0, inp)
+                _merge(seen, {"h": pre}, {"h": _act(ctx, "tanh", pre)})
             h_out = h if h_out is None else h_out | h
         h_all = h_out if h_all is None else h_all | h_out
         if not h_out.is_finite:
             return h_all
         inp = _next_input(ctx, h_out)
+    _saturation(ctx, "RNN", *seen, len(layers))
     return _padded(ctx, h_all)
 
 
-def _tanh_layer(ctx: Ctx, cell: _Cell, h0: Interval, x: Interval) -> Interval:
+def _tanh_layer(ctx: Ctx, cell: _Cell, h0: Interval, x: Interval) -> tuple[Interval, Interval]:
     h_rec, pre = UNIT, None
     for _ in range(_REFINE):
         pre = cell.pre("h", h0 | h_rec)
@@ -586,6 +602,6 @@ def _tanh_layer(ctx: Ctx, cell: _Cell, h0: Interval, x: Interval) -> Interval:
         if narrower is None or narrower == h_rec:
             break
         h_rec = narrower
-    if not _overflowed(ctx, "RNN", {"h": pre}, x):
-        _saturation(ctx, "RNN", {"h": pre}, {"h": _act(ctx, "tanh", pre)})
-    return h_rec
+    if _overflowed(ctx, "RNN", {"h": pre}, x):
+        return h_rec, Interval.unknown()  # no saturation note on top of the overflow
+    return h_rec, pre
