@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 import os
 import re
+import warnings
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,9 @@ def to_graph(model: Any, example_inputs: Any = None, **export_kwargs: Any) -> Gr
             example_inputs = (example_inputs,)
         name = type(model).__name__
         try:
-            ep = torch.export.export(model, example_inputs, **export_kwargs)
+            with warnings.catch_warnings():  # nn.LSTM/GRU/RNN re-list their weights on export
+                warnings.filterwarnings("ignore", message=r".*_flat_weights.*assigned during")
+                ep = torch.export.export(model, example_inputs, **export_kwargs)
         except Exception as exc:
             raise AnalysisError(f"torch.export failed for {name}: {exc}") from exc
     return _convert(ep, name)

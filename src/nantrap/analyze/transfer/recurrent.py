@@ -108,7 +108,7 @@ class _Rows:
         else:
             self.k = w.shape[-1] if w.shape else None
             self.pos = self.neg = None
-            self.norm = INF
+            self.norm = (self.k or INF) * w.interval.magnitude  # k terms of at most |w|
 
     def bound(self, v: Interval, k: int) -> tuple[np.ndarray, np.ndarray, float]:
         """(lo, hi) per row and the rounding slack of the k-term sums."""
