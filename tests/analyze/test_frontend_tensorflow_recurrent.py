@@ -84,3 +84,18 @@ def test_a_hand_written_while_loop_is_one_plain_coverage_note():
     res = analyze(f, input_ranges={"x": "0:1"})
     (note,) = res.by_code("NT902")
     assert LOOP_LABEL in note.evidence["ops"]
+
+
+def test_bidirectional_lstm_both_directions_folded():
+    inputs = keras.Input((10, 6), name="seq")
+    h = keras.layers.Bidirectional(keras.layers.LSTM(8), name="bi")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
+    res = analyze(model, input_ranges=SIGNED)
+    assert not res.by_code("NT902") and res.problems == []
+    both = [r for r in res.layers if r.op == "lstm"]
+    assert {r.module for r in both} == {"forward_lstm", "backward_lstm"}
+    joined = res.layer("bi").interval  # ConcatV2's axis (-1) is not one of the values
+    assert joined.lo > -1 and joined.hi < 1
+    x = np.random.default_rng(2).uniform(-1, 1, (16, 10, 6)).astype("float32")
+    y = _outputs(model, "bi", x)
+    assert joined.lo <= y.min() and y.max() <= joined.hi

@@ -30,13 +30,15 @@ _BODY = re.compile(r"(^|/)while(_\d+)?/")  # nodes of a lowered loop (its body's
 
 
 def keras_layers(model: Any) -> dict[str, Any]:
-    """The model's Keras recurrent layers by name (nested models included)."""
+    """The model's Keras recurrent layers by name (nested models and Bidirectional too)."""
     out, stack = {}, list(getattr(model, "layers", ()) or ())
     while stack:
         layer = stack.pop()
         if type(layer).__name__ in KERAS_RNN:
             out[layer.name] = layer
         stack.extend(getattr(layer, "layers", ()) or ())
+        wrapped = (getattr(layer, f"{d}_layer", None) for d in ("forward", "backward"))
+        stack.extend(sub for sub in wrapped if sub is not None)  # Bidirectional
     return out
 
 

@@ -199,6 +199,10 @@ def _from_tf_graph(
                 neutral_name = "reshape"
             attrs = _attrs(op, neutral_name)
             inputs = tuple(_tensor_name(t) for t in op.inputs)
+            if op.type == "ConcatV2":  # the axis is a setting, not a value joined in
+                inputs = inputs[:-1]
+            elif op.type == "Concat":
+                inputs = inputs[1:]
             nodes[op.name] = Node(
                 op.name,
                 op.type,
