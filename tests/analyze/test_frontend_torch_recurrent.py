@@ -94,3 +94,15 @@ def test_grouped_and_depthwise_convolution_are_bounded():
     assert d.lo <= float(dw.min()) and float(dw.max()) <= d.hi
     g = res.layer("grouped").interval
     assert g.lo <= float(out.min()) and float(out.max()) <= g.hi
+
+
+def test_weight_bound_instead_of_the_weights():
+    model = R.CellReadout().eval()
+    res = analyze(model, X, input_ranges=SIGNED, weights=0.1)
+    h, c = res.layer("lstm").interval, res.layer("lstm_cell").interval
+    assert h.lo >= -1 and h.hi <= 1 and c.hi <= T
+    # |pre| <= 6 * 0.1 (x) + 8 * 0.1 (h) + 2 * 0.1 (biases) = 1.6: far from saturation
+    assert not res.by_code("NT203") and res.problems == []
+    hot = analyze(model, X, input_ranges=SIGNED, weights=3.0)  # |pre| <= 48: saturates
+    (note,) = hot.by_code("NT203")
+    assert note.evidence["gates"]["f"][1] == pytest.approx(48.0, rel=1e-3)
