@@ -1,4 +1,5 @@
-"""Speed of ``nantrap analyze`` on a ResNet-18 and a GPT-2-small-sized model (random weights).
+"""Speed of ``nantrap analyze`` on a ResNet-18, a GPT-2-small-sized model and an
+AWD-LSTM-sized language model (random weights).
 
 Prints, per model: torch.export time, analysis time (interval pass + findings, with and
 without the precondition search), and one eager forward pass of the same model measured in
@@ -18,6 +19,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 import torch  # noqa: E402
 from tests.analyze.models.torch_models import GPT, resnet18  # noqa: E402
+from tests.analyze.models.torch_recurrent import LSTMLanguageModel  # noqa: E402
 
 from nantrap.analyze import analyze_graph  # noqa: E402
 from nantrap.analyze.frontends import torch_export  # noqa: E402
@@ -58,6 +60,8 @@ def main() -> None:
     bench("resnet18", resnet18(), (torch.rand(1, 3, 224, 224),), {"x": "0:1"})
     gpt2 = GPT(vocab=50257, ctx=1024, d=768, layers=12, heads=12)
     bench("gpt2-small", gpt2, (torch.randint(0, 50257, (1, 64)),), {"idx": "0:50256"})
+    lm = LSTMLanguageModel()  # 3 layers, 400 -> 1150, vocab 10000: AWD-LSTM on PTB
+    bench("lstm-lm", lm, (torch.randint(0, 10000, (1, 70)),), {"idx": "0:9999"})
 
 
 if __name__ == "__main__":

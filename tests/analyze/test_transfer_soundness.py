@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nantrap.analyze.interval import Interval
-from nantrap.analyze.transfer import TRANSFER, Ctx, apply, load
+from nantrap.analyze.transfer import TRANSFER, Ctx, Example, apply, load
 from nantrap.floats import FORMATS
 
 load()
@@ -56,9 +56,10 @@ def _ref_kwargs(ref, attrs):
     return {k: v for k, v in attrs.items() if k in params}
 
 
-def check(name: str, fmt_name: str, data) -> None:
+def check(name: str, fmt_name: str, data, example: Example | None = None, ref=None) -> None:
     entry = TRANSFER[name]
-    ex = entry.example
+    ex = example or entry.example
+    ref = ref or entry.ref
     fmt, dt = FORMATS[fmt_name], DTYPES[fmt_name]
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     intervals, points, consts = [], [], []
@@ -80,7 +81,7 @@ def check(name: str, fmt_name: str, data) -> None:
             consts.append(None)
             intervals.append(Interval(lo, hi))
     with np.errstate(all="ignore"):
-        y = entry.ref(*points, **_ref_kwargs(entry.ref, ex.attrs))
+        y = ref(*points, **_ref_kwargs(ref, ex.attrs))
     y = _cast(y, dt)
     ctx = Ctx(
         fmt,
@@ -120,3 +121,80 @@ def test_every_transfer_has_a_reference():
     assert TRANSFER, "the transfer table is empty"
     for name, entry in TRANSFER.items():
         assert callable(entry.ref), name
+
+
+# second examples of ops whose attrs switch the computation (one Example per table entry)
+def _permuted(ref, order: str, canonical: str, first: int):
+    """``ref`` on weights whose gate blocks come in ``order`` (ONNX) instead of ``canonical``."""
+
+    def run(*args, **kw):
+        args = list(args)
+        for j in range(first, len(args)):
+            rows = args[j].shape[0] // len(order)
+            blocks = {g: args[j][k * rows : (k + 1) * rows] for k, g in enumerate(order)}
+            args[j] = np.concatenate([blocks[g] for g in canonical])
+        return ref(*args, **kw)
+
+    return run
+
+
+def _gru_reset_first(x, h0, w_ih, w_hh, b_ih, b_hh):
+    """ONNX GRU with linear_before_reset=0: n = tanh(W x + b + U (r * h) + b_h)."""
+    h, hid, hs = h0[0], w_hh.shape[1], []
+    for t in range(x.shape[0]):
+        gi, gh = x[t] @ w_ih.T + b_ih, h @ w_hh.T + b_hh
+        r = 1 / (1 + np.exp(-(gi[:, :hid] + gh[:, :hid])))
+        z = 1 / (1 + np.exp(-(gi[:, hid : 2 * hid] + gh[:, hid : 2 * hid])))
+        n = np.tanh(gi[:, 2 * hid :] + (r * h) @ w_hh[2 * hid :].T + b_hh[2 * hid :])
+        h = (1 - z) * n + z * h
+        hs.append(h)
+    return np.stack(hs)
+
+
+_LSTM_SHAPES = ((4, 1, 2), (1, 1, 2), (1, 1, 2), (8, 2), (8, 2), (8,), (8,))
+_GRU_SHAPES = ((3, 1, 2), (1, 1, 2), (6, 2), (6, 2), (6,), (6,))
+VARIANTS = {
+    "lstm cell state": (
+        "lstm",
+        Example(_LSTM_SHAPES, {"hidden_size": 2, "output": "cell"}, consts=(3, 4, 5, 6)),
+        None,
+    ),
+    "lstm onnx gate order": (
+        "lstm",
+        Example(_LSTM_SHAPES, {"hidden_size": 2, "gate_order": "iofg"}, consts=(3, 4, 5, 6)),
+        _permuted(TRANSFER["lstm"].ref, "iofg", "ifgo", 3),
+    ),
+    "gru onnx gate order": (
+        "gru",
+        Example(_GRU_SHAPES, {"hidden_size": 2, "gate_order": "zrn"}, consts=(2, 3, 4, 5)),
+        _permuted(TRANSFER["gru"].ref, "zrn", "rzn", 2),
+    ),
+    "gru reset before the product": (
+        "gru",
+        Example(_GRU_SHAPES, {"hidden_size": 2, "linear_before_reset": False}, consts=(2, 3, 4, 5)),
+        _gru_reset_first,
+    ),
+    "relu rnn": (
+        "rnn",
+        Example(
+            ((6, 1, 2), (1, 1, 2), (2, 2), (2, 2), (2,), (2,)),
+            {"hidden_size": 2, "nonlinearity": "relu"},
+            consts=(2, 3, 4, 5),
+        ),
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt_name", sorted(DTYPES))
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=DERANDOMIZE,
+)
+@given(data=st.data())
+def test_variant_is_sound(variant, fmt_name, data):
+    name, example, ref = VARIANTS[variant]
+    check(name, fmt_name, data, example, ref)

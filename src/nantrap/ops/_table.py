@@ -1292,3 +1292,49 @@ op(
     overflows=True,
     trap="NT116",
 )
+
+# --- analyze: recurrent layers and depthwise convolution ----------------------------------
+op(
+    "lstm",
+    Kind.LINEAR,
+    "LSTM layer: sigmoid gates, cell c_t = f * c_{t-1} + i * g, hidden h_t = o * tanh(c_t)",
+    torch=("torch.nn.LSTM",),
+    aten=("aten.lstm",),
+    keras=("keras.layers.LSTM",),
+    onnx=("LSTM",),
+    saturates=True,
+    overflows=True,
+    trap="NT116",
+)
+op(
+    "gru",
+    Kind.LINEAR,
+    "GRU layer: h_t = (1 - z) * n + z * h_{t-1}, n = tanh(W x + r * (U h + b))",
+    torch=("torch.nn.GRU",),
+    aten=("aten.gru",),
+    keras=("keras.layers.GRU",),
+    onnx=("GRU",),
+    saturates=True,
+)
+op(
+    "rnn",
+    Kind.LINEAR,
+    "plain (Elman) RNN layer: h_t = tanh(W x + U h_{t-1} + b), or relu",
+    torch=("torch.nn.RNN",),
+    aten=("aten.rnn_tanh", "aten.rnn_relu"),
+    keras=("keras.layers.SimpleRNN",),
+    onnx=("RNN",),
+    saturates=True,
+    overflows=True,
+    trap="NT116",
+)
+op(
+    "depthwise_conv",
+    Kind.LINEAR,
+    "depthwise convolution: each input channel with its own filters (TF layout)",
+    tf=("tf.nn.depthwise_conv2d",),
+    tf_op=("DepthwiseConv2dNative",),
+    keras=("keras.layers.DepthwiseConv2D",),
+    overflows=True,
+    trap="NT116",
+)

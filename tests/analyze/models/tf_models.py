@@ -52,3 +52,29 @@ def keras_cnn(log_probs: str = "none") -> keras.Model:
     else:
         out = keras.layers.Softmax(name="probs")(logits)
     return keras.Model(inputs, out, name="cnn")
+
+
+def keras_recurrent(kind: str = "lstm", head: str = "logits", units: int = 8) -> keras.Model:
+    """A Keras sequence classifier over (10, 6) features; ``head="log"`` takes the log of the
+    last hidden state (seeded: h is in [-1, 1]); ``"stacked"`` stacks LSTM -> GRU ->
+    SimpleRNN."""
+    layers = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
+    inputs = keras.Input((10, 6), name="seq")
+    if head == "stacked":
+        h = keras.layers.LSTM(units, return_sequences=True, name="lstm")(inputs)
+        h = keras.layers.GRU(units, return_sequences=True, name="gru")(h)
+        h = keras.layers.SimpleRNN(units, name="rnn")(h)
+    else:
+        h = layers[kind](units, name=kind)(inputs)
+    if head == "log":
+        h = keras.layers.Lambda(lambda z: keras.ops.log(z), name="log_h")(h)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(h), name=f"{kind}_{head}")
+
+
+def keras_separable() -> keras.Model:
+    """DepthwiseConv2D (depth multiplier 2) and SeparableConv2D."""
+    inputs = keras.Input((10, 10, 4), name="image")
+    h = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(inputs)
+    h = keras.layers.ReLU(name="act")(h)
+    h = keras.layers.SeparableConv2D(6, 3, name="sep")(h)
+    return keras.Model(inputs, h, name="separable")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from nantrap.analyze.frontends import _onnx_recurrent as recurrent
 from nantrap.analyze.ir import Graph, Node
 from nantrap.errors import AnalysisError
 from nantrap.ops import lookup
@@ -46,13 +47,14 @@ def to_graph(model: Any) -> Graph:
     with contextlib.suppress(Exception):  # shapes are a help, not a need
         model = shape_inference.infer_shapes(model)
     g = model.graph
-    types = {}
+    types, dynamic = {}, {}
     for vi in [*g.input, *g.value_info, *g.output]:
         t = vi.type.tensor_type
         shape = None
         if t.HasField("shape"):
             # NB: symbolic dims (a dynamic batch) are analyzed as 1, as in the TF frontend
             shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
+            dynamic[vi.name] = tuple(not d.HasField("dim_value") for d in t.shape.dim)
         types[vi.name] = (_DTYPES.get(t.elem_type), shape)
     nodes: list[Node] = []
     values: dict[str, np.ndarray] = {}
@@ -76,6 +78,9 @@ def to_graph(model: Any) -> Graph:
             nodes.append(Node(inp.name, "input", kind="input", dtype=dtype, shape=shape))
             known.add(inp.name)
     for i, node in enumerate(g.node):
+        if node.op_type in recurrent.OP_TYPES:
+            recurrent.convert(node, i, nodes, values, types, dynamic, known)
+            continue
         _convert(node, i, nodes, values, types, known, numpy_helper)
     outputs = [o.name for o in g.output if o.name in known]
     return Graph.build(nodes, outputs=outputs, values=values, framework="onnx", name=g.name or name)

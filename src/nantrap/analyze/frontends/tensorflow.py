@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from nantrap.analyze.frontends import _tf_recurrent as recurrent
 from nantrap.analyze.ir import Graph, Node
 from nantrap.errors import AnalysisError, ConfigError
 from nantrap.ops import lookup
@@ -61,7 +62,13 @@ def to_graph(model: Any, example_inputs: Any = None, **_: Any) -> Graph:
 
     frozen = convert_variables_to_constants_v2(concrete)
     layer_names = {layer.name for layer in getattr(model, "layers", ())}
-    return _from_tf_graph(frozen.graph, name, frozen=True, layer_names=layer_names)
+    return _from_tf_graph(
+        frozen.graph,
+        name,
+        frozen=True,
+        layer_names=layer_names,
+        recurrent_layers=recurrent.keras_layers(model),
+    )
 
 
 def _read_graph_def(path: Path):
@@ -139,7 +146,9 @@ def _tensor_name(t) -> str:
     return name[:-2] if name.endswith(":0") else name
 
 
-def _from_tf_graph(graph, name: str, *, frozen: bool, layer_names=frozenset()) -> Graph:
+def _from_tf_graph(
+    graph, name: str, *, frozen: bool, layer_names=frozenset(), recurrent_layers=None
+) -> Graph:
     import tensorflow as tf
 
     ops = [op for op in graph.get_operations() if _keep(op)]
@@ -190,6 +199,10 @@ def _from_tf_graph(graph, name: str, *, frozen: bool, layer_names=frozenset()) -
                 neutral_name = "reshape"
             attrs = _attrs(op, neutral_name)
             inputs = tuple(_tensor_name(t) for t in op.inputs)
+            if op.type == "ConcatV2":  # the axis is a setting, not a value joined in
+                inputs = inputs[:-1]
+            elif op.type == "Concat":
+                inputs = inputs[1:]
             nodes[op.name] = Node(
                 op.name,
                 op.type,
@@ -200,6 +213,7 @@ def _from_tf_graph(graph, name: str, *, frozen: bool, layer_names=frozenset()) -
                 shape=shape,
                 **extra,
             )
+    recurrent.fold_loops(nodes, values, recurrent_layers or {})
     order = _topo(nodes)
     outputs = [n for n in order if not any(n in nodes[m].inputs for m in order)]
     return Graph.build(
@@ -275,7 +289,8 @@ def _count(op) -> dict[str, int]:
 
 
 def _root_scope(ops) -> str | None:
-    heads = {op.name.split("/")[0] for op in ops if "/" in op.name}
+    # "Func/..." names are the inputs/outputs of lowered loop bodies, not the model's scope
+    heads = {op.name.split("/")[0] for op in ops if "/" in op.name} - {"Func"}
     return heads.pop() if len(heads) == 1 else None
 
 

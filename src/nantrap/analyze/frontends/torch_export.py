@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 import os
 import re
+import warnings
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,9 @@ def to_graph(model: Any, example_inputs: Any = None, **export_kwargs: Any) -> Gr
             example_inputs = (example_inputs,)
         name = type(model).__name__
         try:
-            ep = torch.export.export(model, example_inputs, **export_kwargs)
+            with warnings.catch_warnings():  # nn.LSTM/GRU/RNN re-list their weights on export
+                warnings.filterwarnings("ignore", message=r".*_flat_weights.*assigned during")
+                ep = torch.export.export(model, example_inputs, **export_kwargs)
         except Exception as exc:
             raise AnalysisError(f"torch.export failed for {name}: {exc}") from exc
     return _convert(ep, name)
@@ -97,6 +100,7 @@ class _Builder:
         self.nodes: list[Node] = []
         self.values: dict[str, np.ndarray] = {}
         self.names: dict[str, str] = {}  # fx name -> IR name
+        self.items: dict[str, dict[int, str]] = {}  # fx name -> {tuple index: IR name}
         self.name = name
 
     def const(self, name: str, value: Any) -> str:
@@ -139,7 +143,7 @@ def _call(b: _Builder, fx, dtype, shape) -> None:
     target = fx.target
     common = dict(dtype=dtype, shape=shape, module=_module(fx), source=_source(fx))
     if target is operator.getitem:
-        src = b.names[fx.args[0].name]
+        src = b.items.get(fx.args[0].name, {}).get(fx.args[1]) or b.names[fx.args[0].name]
         b.names[fx.name] = fx.name
         b.nodes.append(
             Node(
@@ -204,10 +208,27 @@ def _call(b: _Builder, fx, dtype, shape) -> None:
         b.names[fx.name] = fx.name
         b.nodes.append(Node(fx.name, op_name, neutral="cat", inputs=(scaled, zero), **common))
         return
+    if packet == "aten.rnn_relu":
+        attrs["nonlinearity"] = "relu"
     b.names[fx.name] = fx.name
     b.nodes.append(
         Node(fx.name, op_name, neutral=neutral, inputs=tuple(inputs), attrs=attrs, **common)
     )
+    if packet == "aten.lstm":  # (output, h_n, c_n): the cell state gets its own node
+        cell = f"{fx.name}_cell"
+        vals = fx.meta.get("val")
+        c_shape = tuple(vals[2].shape) if isinstance(vals, (tuple, list)) else None
+        b.items[fx.name] = {2: cell}
+        b.nodes.append(
+            Node(
+                cell,
+                op_name,
+                neutral=neutral,
+                inputs=tuple(inputs),
+                attrs={**attrs, "output": "cell", "gate_notes": False},
+                **{**common, "shape": c_shape},
+            )
+        )
 
 
 def _valued(name: str, kind: str, kwarg_only: bool, neutral: str | None) -> bool:

@@ -36,6 +36,7 @@ _FAMILIES = (
     "linear",
     "normalization",
     "shape",
+    "recurrent",
 )
 
 

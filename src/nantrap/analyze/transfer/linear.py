@@ -41,7 +41,10 @@ def _affine(ctx: Ctx, x: Interval, w: np.ndarray, axis: int, bias=None) -> Inter
     """Rows are reduced along ``axis`` of the known weight ``w``."""
     total = w.sum(axis=axis, dtype=np.float64)
     size = np.abs(w).sum(axis=axis, dtype=np.float64)
-    pos, neg = (size + total) / 2, (total - size) / 2  # sum(w+), sum(w-) in two passes
+    # sum(w+), sum(w-) in two passes; the float64 sums' own error (which can swallow a tiny
+    # negative weight next to large positive ones) is paid for by a relative 1e-13
+    err = size * 1e-13
+    pos, neg = (size + total) / 2 + err, (total - size) / 2 - err
     b = None if bias is None else _bias_for(bias, pos)
     out = rows_bound(x, pos, neg, b)
     k = w.shape[axis] if w.ndim else 1
@@ -223,3 +226,33 @@ def _attention_ref(q, k, v):
     s = q @ k.T / math.sqrt(q.shape[-1])
     p = np.exp(s - s.max(axis=-1, keepdims=True))
     return (p / p.sum(axis=-1, keepdims=True)) @ v
+
+
+def _depthwise_ref(x, w):
+    # 1-d depthwise valid convolution, TF layout: x (1, L, C), w (K, C, M) -> (1, L', C * M)
+    k, c, m = w.shape
+    out_len = x.shape[1] - k + 1
+    out = np.stack([np.einsum("kc,kcm->cm", x[0, i : i + k], w) for i in range(out_len)])
+    return out.reshape(1, out_len, c * m)
+
+
+@transfer(
+    "depthwise_conv",
+    ref=_depthwise_ref,
+    example=Example(shapes=((1, 5, 2), (3, 2, 2)), consts=(1,)),
+)
+def depthwise_conv(ctx: Ctx, x: Interval, w: Interval, b: Interval | None = None) -> Interval:
+    """Output channel (c, m) sums only channel c's window: rows are the filter's (c, m) columns.
+
+    TensorFlow's filter is ``(*k, in, multiplier)``; torch and ONNX express the same layer as
+    a grouped ``conv`` (``groups == in``), whose weight rows already are per output channel.
+    """
+    if _padded(ctx):
+        x = x | Interval.point(0.0)
+    wv = ctx.const(1)
+    if wv is None:
+        shape = ctx.shape(1)
+        k = math.prod(shape[:-2]) if shape and len(shape) > 2 else 1 << 30
+        return _plus(_generic(ctx, x, w, k), b)
+    rows = wv.reshape(-1, wv.shape[-2] * wv.shape[-1]).T  # (in * multiplier, window)
+    return _plus(_affine(ctx, x, rows, axis=-1), b)
