@@ -168,4 +168,28 @@ def _report(trace: OpTrace, bad: list[torch.Tensor], step: int | None) -> Diagno
             severity=Severity.ERROR,
             evidence={"ops_traced": len(trace.events), "bad_tensors": len(bad)},
         )
+    if event.collective:
+        return _from_another_rank(trace, event, len(bad), step)
     return diagnose(trace.record(event), step=step)
+
+
+def _from_another_rank(trace: OpTrace, event: Any, n_bad: int, step: int | None) -> Diagnosis:
+    """The first bad values on this rank's path arrived through a collective whose inputs
+    from this rank were finite: another rank's step went bad (its own trace names the op)."""
+    what = "gradients reduce-scattered" if "reduce" in event.op else "values exchanged"
+    return Diagnosis(
+        code="NT903",
+        message=f"this rank's own ops stayed finite; the NaN/Inf arrived from another rank in "
+        f"{event.op} ({what} across ranks, {event.phase.value}); the rank whose step went "
+        "bad names the op in its own log",
+        location=Location(step=step, phase=event.phase, op=event.op, module=event.module),
+        severity=Severity.ERROR,
+        evidence={
+            "from_other_rank": True,
+            "collective": event.op,
+            "ops_traced": len(trace.events),
+            "bad_tensors": n_bad,
+        },
+        fix="Read the diagnosis of the rank whose own step went bad (the same step in its "
+        "log folder); this rank only received its values.",
+    )
