@@ -35,7 +35,7 @@ from nantrap.guard.incidents import nonfinite_input, nonfinite_parameter
 from nantrap.guard.policy import Action, Decision
 from nantrap.guard.stats import TensorStats
 from nantrap.torch import _snapshot
-from nantrap.torch._detect import Probe, input_sum
+from nantrap.torch._detect import Probe, _across_ranks, input_sum
 from nantrap.torch._microbatches import MicroBatches
 from nantrap.torch._optimizer import (
     guarded_class,
@@ -535,7 +535,8 @@ class TorchGuard:
         names = _param_names(self.model, self.optimizer)
         bad, shards = _nonfinite_params(params, names)
         # NB: every rank must read this alike (the update's own doing: an LR decay)
-        ours = _on_every_rank(self._versions is not None and self._versions == _versions(params))
+        same = self._versions is not None and self._versions == _versions(params)
+        ours = _on_every_rank(same, params[0].device if params else torch.device("cpu"))
         if self._warned_step is not None and not ours:
             return _in_shards(
                 nonfinite_parameter(
@@ -958,17 +959,11 @@ def _in_shards(diagnosis: Diagnosis, shards: dict[str, list[int]]) -> Diagnosis:
     )
 
 
-def _on_every_rank(flag: bool) -> bool:
+def _on_every_rank(flag: bool, device: torch.device) -> bool:
     """``flag`` and-ed over the ranks of a distributed run (one all-reduce); as is alone."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if _rank_world()[1] == 1:
         return flag
-    t = torch.tensor([0.0 if flag else 1.0])
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item() == 0
+    return _across_ranks(torch.tensor([0.0 if flag else 1.0], device=device)).item() == 0
 
 
 def _stats(t: torch.Tensor) -> TensorStats:

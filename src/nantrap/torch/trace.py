@@ -74,7 +74,6 @@ class OpCall:
     uninitialized: bool = False  # outputs hold garbage (empty*): neither checked nor blamed
     intentional: bool = False  # non-finite output wanted (an -inf mask constant)
     overwrites: frozenset[int] = frozenset()  # tensor-input positions whose values are unread
-    writes: frozenset[int] = frozenset()  # tensor-input positions written, schema or not
     full_stats: bool = False  # record full TensorStats of inputs (losses: targets)
     collective: bool = False  # outputs combine other ranks' values (all-gather, all-reduce)
 
@@ -178,7 +177,7 @@ def _copy(call: OpCall) -> None:
 def _collective_into(call: OpCall) -> None:
     """Collectives that fill their first argument from every rank's second."""
     call.collective = True
-    call.overwrites = call.writes = frozenset({0})
+    call.overwrites = frozenset({0})
 
 
 @op_handler(
@@ -187,13 +186,17 @@ def _collective_into(call: OpCall) -> None:
 )
 def _collective_into_many(call: OpCall) -> None:
     call.collective = True
-    call.overwrites = call.writes = frozenset(range(len(call.args[0])))
+    call.overwrites = frozenset(range(len(call.args[0])))
 
 
-@op_handler("c10d::allreduce_", "c10d::broadcast_", "c10d::reduce_")
-def _collective_inplace(call: OpCall) -> None:
+@op_handler(
+    "c10d::allreduce_",
+    "c10d::broadcast_",
+    "c10d::reduce_",
+    "_c10d_functional::wait_tensor",
+)
+def _collective(call: OpCall) -> None:
     call.collective = True
-    call.writes = frozenset(range(len(call.args[0])))
 
 
 @op_handler(
@@ -210,16 +213,10 @@ def _collective_async(call: OpCall) -> None:
     call.uninitialized = True
 
 
-@op_handler("_c10d_functional::wait_tensor")
-def _collective_wait(call: OpCall) -> None:
-    call.collective = True
-
-
 @op_handler("fsdp::all_gather_copy_in")
 def _fsdp_copy_in(call: OpCall) -> None:
     """FSDP2 packs this rank's shards into the all-gather buffer (its 2nd argument)."""
-    dest = len(call.args[0])
-    call.overwrites = call.writes = frozenset({dest})
+    call.overwrites = frozenset({len(call.args[0])})
 
 
 @op_handler("fsdp::split_with_sizes_copy")
@@ -699,8 +696,6 @@ class OpTrace:
             handler(call)
         flat = tree_leaves((args, kwargs))
         tensors = [a for a in flat if isinstance(a, torch.Tensor)]
-        if call.writes and error is None:
-            written = (*written, *(tensors[i] for i in sorted(call.writes) if i < len(tensors)))
         scalars = tuple(
             float(a)
             for a in flat
@@ -896,11 +891,22 @@ _UNDECLARED_WRITES = {
     "aten::native_batch_norm": ((3, "running_mean"), (4, "running_var")),
     "aten::cudnn_batch_norm": ((3, "running_mean"), (4, "running_var")),
     "aten::miopen_batch_norm": ((3, "running_mean"), (4, "running_var")),
+    # NB: collectives and FSDP2's copy-in write their destinations; no schema says so
+    "c10d::_allgather_base_": ((0, "output_tensor"),),
+    "c10d::_reduce_scatter_base_": ((0, "output_tensor"),),
+    "c10d::alltoall_base_": ((0, "output"),),
+    "c10d::allgather_into_tensor_coalesced_": ((0, "outputs"),),
+    "c10d::reduce_scatter_tensor_coalesced_": ((0, "outputs"),),
+    "c10d::allreduce_": ((0, "tensors"),),
+    "c10d::broadcast_": ((0, "tensors"),),
+    "c10d::reduce_": ((0, "tensors"),),
+    "fsdp::all_gather_copy_in": ((1, "all_gather_output"),),
 }
 
 
 def _written(func: Any, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
-    """The tensor arguments ``func`` writes in place, per its schema (``Tensor(a!)``)."""
+    """The tensor arguments ``func`` writes in place, per its schema (``Tensor(a!)``,
+    ``Tensor(a!)[]``) or :data:`_UNDECLARED_WRITES`."""
     slots = _WRITES.get(func)
     if slots is None:
         schema = func._schema
@@ -915,6 +921,8 @@ def _written(func: Any, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
         value = args[i] if i < len(args) else kwargs.get(name)
         if isinstance(value, torch.Tensor):
             found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found += [v for v in value if isinstance(v, torch.Tensor)]
     return tuple(found)
 
 
