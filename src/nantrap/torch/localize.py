@@ -176,7 +176,11 @@ def _report(trace: OpTrace, bad: list[torch.Tensor], step: int | None) -> Diagno
 def _from_another_rank(trace: OpTrace, event: Any, n_bad: int, step: int | None) -> Diagnosis:
     """The first bad values on this rank's path arrived through a collective whose inputs
     from this rank were finite: another rank's step went bad (its own trace names the op)."""
-    what = "gradients reduce-scattered" if "reduce" in event.op else "values exchanged"
+    kinds = {"reduce_scatter": "reduce-scattered", "allreduce": "all-reduced"}
+    kinds |= {"all_reduce": "all-reduced", "allgather": "all-gathered"}
+    kinds |= {"all_gather": "all-gathered", "broadcast": "broadcast"}
+    verb = next((v for k, v in kinds.items() if k in event.op), "exchanged")
+    what = f"{'gradients' if event.phase is Phase.BACKWARD else 'values'} {verb}"
     return Diagnosis(
         code="NT903",
         message=f"this rank's own ops stayed finite; the NaN/Inf arrived from another rank in "

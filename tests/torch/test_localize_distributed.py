@@ -1,5 +1,5 @@
-"""Localization under FSDP2 (``fully_shard``, gloo, 2 CPU ranks): the op tracer sees the
-plain tensors FSDP2 computes with, names the unsharded parameters after the module
+"""Localization under FSDP2 (``fully_shard``) and DDP (gloo, 2 CPU ranks): the op tracer
+sees the plain tensors FSDP2 computes with, names the unsharded parameters after the module
 parameter they gather, and reads a collective's result as another rank's values. Every
 rank replays (closure form) or traces (loop form) the same step, so none hangs, and every
 rank takes the same action."""
@@ -13,13 +13,13 @@ pytest.importorskip("torch.distributed.fsdp")
 
 from tests.torch._dist import run_ranks  # noqa: E402
 from tests.torch._models import line_of  # noqa: E402
-from tests.torch.fsdp_localize_worker import (  # noqa: E402
+from tests.torch.localize_dist_worker import (  # noqa: E402
     FAULT_RANK,
     FAULT_STEP,
     STEPS,
     run_rank,
 )
-from tests.torch.fsdp_localize_worker import __file__ as WORKER  # noqa: E402
+from tests.torch.localize_dist_worker import __file__ as WORKER  # noqa: E402
 
 LOG_LINE = line_of("# <- log of probabilities (FSDP2)", WORKER)
 OTHER = 1 - FAULT_RANK
@@ -28,7 +28,7 @@ OTHER = 1 - FAULT_RANK
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp-localize")
-    return run_ranks(run_rank, 2, out, ["closure", "loop", "shard"])
+    return run_ranks(run_rank, 2, out, ["closure", "loop", "shard", "ddp"])
 
 
 def _assert_log_of_softmax(d: dict, step: int) -> None:
@@ -39,11 +39,13 @@ def _assert_log_of_softmax(d: dict, step: int) -> None:
     assert "softmax in model.head" in d["message"] and "underflowed to exactly 0" in d["message"]
 
 
-def _assert_from_other_rank(d: dict, step: int) -> None:
+def _assert_from_other_rank(
+    d: dict, step: int, collective: str = "c10d._reduce_scatter_base_.default"
+) -> None:
     assert (d["code"], d["step"], d["action"]) == ("NT903", step, "skipped")
     assert d["evidence"]["from_other_rank"] is True
-    assert d["evidence"]["collective"] == "c10d._reduce_scatter_base_.default"
-    assert "arrived from another rank" in d["message"]
+    assert d["evidence"]["collective"] == collective
+    assert f"arrived from another rank in {collective}" in d["message"]
 
 
 def test_closure_form_localizes_on_the_rank_that_went_bad(ranks):
@@ -85,3 +87,13 @@ def test_nan_in_one_rank_shard_names_the_parameter_on_every_rank(ranks):
             "parameter model.head.fc.weight already holds 1 NaN of 64 elements"
         )
         assert (traced["module"], traced["op"]) == ("model.head.fc", "aten.t.default")
+
+
+def test_ddp_closure_form_localizes_and_the_other_rank_names_the_all_reduce(ranks):
+    bad, other = ranks[FAULT_RANK]["ddp"], ranks[OTHER]["ddp"]
+    [found] = bad["diagnoses"]
+    _assert_log_of_softmax(found, FAULT_STEP)
+    [received] = other["diagnoses"]
+    _assert_from_other_rank(received, FAULT_STEP, "c10d.allreduce_.default")
+    assert "gradients all-reduced" in received["message"]
+    assert bad["changed"] == other["changed"] == [step != FAULT_STEP for step in range(STEPS)]

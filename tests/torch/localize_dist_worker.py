@@ -1,7 +1,7 @@
-"""One rank of the FSDP2 localization tests (spawned; module-level so it pickles): a real
-``fully_shard`` training loop on gloo, the guard in closure form (every rank replays the
-bad step) and in loop form (every rank traces the next step), and a NaN written into one
-rank's shard of a weight."""
+"""One rank of the distributed localization tests (spawned; module-level so it pickles):
+real ``fully_shard`` training loops on gloo, the guard in closure form (every rank replays
+the bad step) and in loop form (every rank traces the next step), a NaN written into one
+rank's shard of a weight, and the closure form under DDP with ``guard_ddp``."""
 
 from __future__ import annotations
 
@@ -80,14 +80,23 @@ def _diagnoses(opt) -> list[dict]:
     ]
 
 
-def _closure_form(rank: int) -> dict:
+def _closure_form(rank: int, ddp: bool = False) -> dict:
     """opt.step(closure): the incident is replayed under op tracing on every rank."""
     import nantrap.torch as nt
+    from nantrap.torch.distributed import guard_ddp
 
-    model = _sharded_net()
-    opt = nt.guard(
-        torch.optim.SGD(model.parameters(), lr=0.1), model, policy="skip", early_warnings=0
-    )
+    if ddp:
+        torch.manual_seed(0)
+        model = nn.parallel.DistributedDataParallel(Net())
+        opt = guard_ddp(
+            torch.optim.SGD(model.parameters(), lr=0.1), model, policy="skip", early_warnings=0
+        )
+    else:
+        model = _sharded_net()
+        opt = nt.guard(
+            torch.optim.SGD(model.parameters(), lr=0.1), model, policy="skip", early_warnings=0
+        )
+    local = (lambda p: p.detach()) if ddp else (lambda p: p.detach().to_local())
     changed = []
     for step in range(STEPS):
         x, y = _batch(rank, step, (FAULT_STEP,))
@@ -98,11 +107,11 @@ def _closure_form(rank: int) -> dict:
             loss.backward()
             return loss
 
-        before = [p.detach().to_local().clone() for p in model.parameters()]
+        before = [local(p).clone() for p in model.parameters()]
         opt.step(closure)
-        after = [p.detach().to_local() for p in model.parameters()]
+        after = [local(p) for p in model.parameters()]
         changed.append(any(not torch.equal(a, b) for a, b in zip(after, before, strict=True)))
-    finite = all(bool(torch.isfinite(p.to_local()).all()) for p in model.parameters())
+    finite = all(bool(torch.isfinite(local(p)).all()) for p in model.parameters())
     found = _diagnoses(opt)
     opt.guard.close()
     return {"changed": changed, "diagnoses": found, "finite": finite}
@@ -164,7 +173,12 @@ def _bad_shard(rank: int) -> dict:
     return {"guarded": guarded, "traced": traced}
 
 
-SCENARIOS = {"closure": _closure_form, "loop": _loop_form, "shard": _bad_shard}
+SCENARIOS = {
+    "closure": _closure_form,
+    "loop": _loop_form,
+    "shard": _bad_shard,
+    "ddp": lambda rank: _closure_form(rank, ddp=True),
+}
 
 
 def run_rank(rank: int, world: int, port: int, out: str, scenarios: list[str]) -> None:
