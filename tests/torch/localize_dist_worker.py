@@ -173,11 +173,38 @@ def _bad_shard(rank: int) -> dict:
     return {"guarded": guarded, "traced": traced}
 
 
+def _backward_fault(rank: int) -> dict:
+    """A fault only the backward sees (sqrt's slope at 0) on one rank, localized directly:
+    its path runs through FSDP2's gradient copy-in and reduce-scatter."""
+    from nantrap.torch.localize import localize
+
+    model = _sharded_net()
+    x, y = _batch(rank, 0, ())
+
+    def step_fn():
+        out = model(x)
+        if rank == FAULT_RANK:
+            out = out + torch.sqrt(out * 0.0)  # <- sqrt at 0 (FSDP2)
+        loss = F.nll_loss(out, y)
+        loss.backward()
+        return loss
+
+    found = localize(step_fn, model, step=5)
+    return {
+        "code": found.code,
+        "op": found.op,
+        "node": found.location.node,
+        "line": found.location.line,
+        "from_other_rank": found.evidence.get("from_other_rank", False),
+    }
+
+
 SCENARIOS = {
     "closure": _closure_form,
     "loop": _loop_form,
     "shard": _bad_shard,
     "ddp": lambda rank: _closure_form(rank, ddp=True),
+    "backward": _backward_fault,
 }
 
 

@@ -28,7 +28,7 @@ OTHER = 1 - FAULT_RANK
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp-localize")
-    return run_ranks(run_rank, 2, out, ["closure", "loop", "shard", "ddp"])
+    return run_ranks(run_rank, 2, out, ["closure", "loop", "shard", "ddp", "backward"])
 
 
 def _assert_log_of_softmax(d: dict, step: int) -> None:
@@ -97,3 +97,12 @@ def test_ddp_closure_form_localizes_and_the_other_rank_names_the_all_reduce(rank
     _assert_from_other_rank(received, FAULT_STEP, "c10d.allreduce_.default")
     assert "gradients all-reduced" in received["message"]
     assert bad["changed"] == other["changed"] == [step != FAULT_STEP for step in range(STEPS)]
+
+
+def test_backward_only_fault_is_followed_through_the_reduce_scatter(ranks):
+    bad, other = ranks[FAULT_RANK]["backward"], ranks[OTHER]["backward"]
+    assert (bad["code"], bad["op"], bad["node"]) == ("NT111", "aten.sqrt.default", "SqrtBackward0")
+    assert bad["line"] == line_of("# <- sqrt at 0 (FSDP2)", WORKER)
+    assert not bad["from_other_rank"]
+    assert (other["code"], other["op"]) == ("NT903", "c10d._reduce_scatter_base_.default")
+    assert other["from_other_rank"]
