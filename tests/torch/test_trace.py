@@ -22,6 +22,22 @@ def test_handler_registry_refuses_duplicates_and_non_packets():
     with pytest.raises(ValueError, match="op packets"):
         op_handler(aten.log.default)(lambda call: None)
     assert aten.empty_like in tr_mod.HANDLERS
+    # ops of namespaces loaded later (FSDP2, c10d) register by qualified name
+    assert "fsdp::chunk_cat" in tr_mod.HANDLERS
+    with pytest.raises(RuntimeError, match="already registered"):
+        op_handler("c10d::allreduce_")(lambda call: None)
+    with pytest.raises(ValueError, match="namespace::name"):
+        op_handler("allreduce_")(lambda call: None)
+
+
+def test_custom_handlers_by_qualified_name():
+    def shout(call):
+        call.intentional = True
+
+    x = torch.tensor([0.0, 1.0])
+    with OpTrace(custom_handlers={"aten::log": shout}) as tr:
+        torch.log(x)
+    assert tr.events[0].intentional and tr.first_nonfinite() is None
 
 
 def test_custom_handlers_apply_to_one_trace_only():
@@ -149,3 +165,11 @@ def test_a_write_through_another_view_makes_the_old_entry_stale():
         y = buf * 2.0
     origin = tr.origin([y])
     assert origin is not None and origin.neutral_op == "log"
+
+
+def test_an_out_destination_is_not_read():
+    x, buf = torch.tensor([1.0, 2.0]), torch.full((2,), math.nan)  # a stale buffer
+    with OpTrace() as tr:
+        torch.mul(x, 2.0, out=buf)
+    [ev] = tr.events
+    assert ev.overwrites == frozenset({1}) and ev.bad_inputs() == [] and ev.finite

@@ -696,6 +696,11 @@ class OpTrace:
             handler(call)
         flat = tree_leaves((args, kwargs))
         tensors = [a for a in flat if isinstance(a, torch.Tensor)]
+        if out_args := _out_args(func, args, kwargs):
+            # NB: an out= destination's old values are unread (DDP's bucket, from empty)
+            dests = {i for i, t in enumerate(tensors) if any(t is o for o in out_args)}
+            if len(dests) == len(out_args):  # not also passed as an input
+                call.overwrites = call.overwrites | dests
         scalars = tuple(
             float(a)
             for a in flat
@@ -924,6 +929,25 @@ def _written(func: Any, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
         elif isinstance(value, (list, tuple)):
             found += [v for v in value if isinstance(v, torch.Tensor)]
     return tuple(found)
+
+
+_OUTS: dict[Any, tuple[tuple[int, str], ...]] = {}
+
+
+def _out_args(func: Any, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """The tensors given as ``out=`` destinations (schema ``is_out``)."""
+    slots = _OUTS.get(func)
+    if slots is None:
+        slots = tuple((i, a.name) for i, a in enumerate(func._schema.arguments) if a.is_out)
+        _OUTS[func] = slots
+    found: list[torch.Tensor] = []
+    for i, name in slots:
+        value = kwargs.get(name, args[i] if i < len(args) else None)
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found += [v for v in value if isinstance(v, torch.Tensor)]
+    return found
 
 
 def _inplace(func: Any) -> bool:
