@@ -414,8 +414,9 @@ class OpTrace:
         self._shard_names: dict[int, str] = {}  # storage -> the DTensor parameter it shards
         self._gathered: dict[int, str] = {}  # id -> name of unsharded (all-gathered) params
         self._gathered_refs: list[torch.Tensor] = []  # keeps those ids valid while tracing
-        self._writers: dict[int, int] = {}  # storage -> the last event that wrote into it
-        self._written_refs: list[torch.Tensor] = []  # keeps those storages alive meanwhile
+        # storage -> the last event that wrote into it, and its owner (a view keeps its
+        # base alive: while the base lives, so does the storage, and the address is its)
+        self._writers: dict[int, tuple[int, weakref.ref]] = {}
         self._collectives: set[int] = set()  # their outputs are read back when first used
         self._after_collective: int | None = None  # the last event, if it was a collective
         self._modules: list[str] = []
@@ -460,7 +461,6 @@ class OpTrace:
         self._pending.clear()
         self._node_refs.clear()
         self._gathered_refs.clear()
-        self._written_refs.clear()
         self._writers.clear()
 
     # queries ----------------------------------------------------------------------------
@@ -634,12 +634,9 @@ class OpTrace:
         local = local_tensor(t)
         key = _key(local)
         entry = self._tensors.get(key)
-        writer = None
-        if self._writers:
-            storage = _storage(local)
-            writer = self._writers.get(storage) if storage is not None else None
-            if entry is not None and writer is not None and writer > entry.seen:
-                entry = None  # written since, through another view (FSDP's copy-out ops)
+        writer = self._writer(local) if self._writers else None
+        if entry is not None and writer is not None and writer > entry.seen:
+            entry = None  # written since, through another view (FSDP's copy-out ops)
         gathered = self._gathered.get(id(t)) if self._gathered else None
         if entry is not None and entry.event in self._collectives:
             # NB: a collective returns before its values arrive (async work): read them now
@@ -671,6 +668,17 @@ class OpTrace:
                     self._grad_leaves.append(weakref.ref(t))
             self._tensors[key] = entry
         return entry
+
+    def _writer(self, local: torch.Tensor) -> int | None:
+        """The last event that wrote into ``local``'s storage, if its owner is alive."""
+        storage = _storage(local)
+        found = self._writers.get(storage) if storage is not None else None
+        if found is None:
+            return None
+        if found[1]() is None:  # freed: the address may hold another tensor now
+            del self._writers[storage]  # type: ignore[arg-type]
+            return None
+        return found[0]
 
     def _collective_result(self, index: int, local: torch.Tensor) -> _Entry:
         """An output of collective ``index``, read now; a non-finite one goes on its record
@@ -731,10 +739,12 @@ class OpTrace:
             # NB: an op that writes into a tensor it was given (in place, out=, collectives)
             # writes its storage: entries of other views of it are stale from now on
             for o in outs:
-                storage = _storage(local_tensor(o)) if any(o is t for t in tensors) else None
-                if storage is not None:
-                    self._writers[storage] = len(self.events)
-                    self._written_refs.append(o)
+                if not any(o is t for t in tensors):
+                    continue
+                local = local_tensor(o)
+                if (storage := _storage(local)) is not None:
+                    owner = local._base if local._base is not None else local
+                    self._writers[storage] = (len(self.events), weakref.ref(owner))
 
         node = _current_node()
         forward = self._nodes.get(id(node)) if node is not None else None
@@ -882,7 +892,7 @@ def _storage(t: torch.Tensor) -> int | None:
     """Where ``t``'s storage lives (views of one tensor share it); None without one."""
     try:
         return t.untyped_storage().data_ptr() or None
-    except (RuntimeError, NotImplementedError):
+    except Exception:  # NB: subclasses without storage raise various errors
         return None
 
 
