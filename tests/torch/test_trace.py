@@ -173,3 +173,15 @@ def test_an_out_destination_is_not_read():
         torch.mul(x, 2.0, out=buf)
     [ev] = tr.events
     assert ev.overwrites == frozenset({1}) and ev.bad_inputs() == [] and ev.finite
+
+
+def test_a_failing_handler_loses_the_record_not_the_step():
+    def broken(call):
+        raise KeyError("no such slot")
+
+    x = torch.tensor([1.0, 2.0])
+    with OpTrace(custom_handlers={aten.mul: broken}) as tr:
+        y = torch.log(x * 0.0)  # the step goes on: its ops run, the others are recorded
+    assert y.tolist() == [-math.inf, -math.inf]
+    assert [e.op for e in tr.events] == ["aten.log.default"]
+    assert tr.failures == ["aten.mul.Tensor: KeyError: 'no such slot'"]

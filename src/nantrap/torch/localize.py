@@ -166,7 +166,11 @@ def _report(trace: OpTrace, bad: list[torch.Tensor], step: int | None) -> Diagno
             "traced step (e.g. a compiled region or another thread)",
             location=Location(step=step, phase=Phase.BACKWARD),
             severity=Severity.ERROR,
-            evidence={"ops_traced": len(trace.events), "bad_tensors": len(bad)},
+            evidence={
+                "ops_traced": len(trace.events),
+                "bad_tensors": len(bad),
+                **({"trace_failures": trace.failures[:5]} if trace.failures else {}),
+            },
         )
     if event.collective:
         return _from_another_rank(trace, event, len(bad), step)

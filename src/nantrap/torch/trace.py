@@ -30,6 +30,7 @@ per thread.
 from __future__ import annotations
 
 import linecache
+import logging
 import math
 import os
 import sys
@@ -408,6 +409,7 @@ class OpTrace:
         self._module_paths = None if modules is None else list(modules)
         self._extra_leaf_names = dict(leaf_names or {})
         self.events: list[OpEvent] = []
+        self.failures: list[str] = []  # ops the tracer could not record (the ops still ran)
         self._handlers = {**HANDLERS, **(custom_handlers or {})}
         self._tensors: dict[tuple, _Entry] = {}
         self._leaf_names: dict[int, str] = {}
@@ -630,6 +632,38 @@ class OpTrace:
                 keep.append((ref, index, age + 1))
         self._pending = keep
 
+    # NB: a failure of the tracer's own bookkeeping loses that op's record, never the step:
+    # under torch.distributed, a rank whose step stopped short would leave the others
+    # waiting in a collective
+    def _before(self, func: Any, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
+        try:
+            self._resolve_pending()
+            written = _written(func, args, kwargs)
+            for t in written:
+                self._summary_of(t)  # NB: its value before the op overwrites it
+            return written
+        except Exception as err:
+            self._failed(func, err)
+            return ()
+
+    def _after(
+        self,
+        func: Any,
+        args: tuple,
+        kwargs: dict,
+        out: Any,
+        error: str | None,
+        written: tuple[torch.Tensor, ...],
+    ) -> None:
+        try:
+            self._record(func, args, kwargs, out, error, written)
+        except Exception as err:
+            self._failed(func, err)
+
+    def _failed(self, func: Any, err: Exception) -> None:
+        self.failures.append(f"{func}: {type(err).__name__}: {err}")
+        logging.getLogger("nantrap").debug("nantrap: tracing %s failed: %r", func, err)
+
     def _summary_of(self, t: torch.Tensor) -> _Entry:
         local = local_tensor(t)
         key = _key(local)
@@ -830,16 +864,13 @@ class _TraceMode(TorchDispatchMode):
         if func.overloadpacket in _METADATA:
             return func(*args, **kwargs)
         tracer = self.tracer
-        tracer._resolve_pending()
-        written = _written(func, args, kwargs)
-        for t in written:
-            tracer._summary_of(t)  # NB: its value before the op overwrites it
+        written = tracer._before(func, args, kwargs)
         try:
             out = func(*args, **kwargs)
         except Exception as exc:
-            tracer._record(func, args, kwargs, None, error=f"{type(exc).__name__}: {exc}")
+            tracer._after(func, args, kwargs, None, f"{type(exc).__name__}: {exc}", ())
             raise
-        tracer._record(func, args, kwargs, out, error=None, written=written)
+        tracer._after(func, args, kwargs, out, None, written)
         return out
 
 
