@@ -43,6 +43,10 @@ def localize(
     allocation ops and intentional -inf masks are ignored. Returns None if the step ran
     finite. The caller restores model and RNG state around it.
 
+    Under ``torch.distributed`` (DDP, FSDP2) call it on every rank at the same step: the
+    step runs its collectives. A rank whose own ops stayed finite gets an NT903 naming the
+    collective the NaN/Inf arrived in (``evidence["from_other_rank"]``).
+
     >>> def run_step():                                   # doctest: +SKIP
     ...     loss = loss_fn(model(x), y); loss.backward(); return loss
     >>> localize(run_step, model, step=12).headline()     # doctest: +SKIP
