@@ -173,6 +173,43 @@ def _bad_shard(rank: int) -> dict:
     return {"guarded": guarded, "traced": traced}
 
 
+class TiedNet(nn.Module):
+    """Reads ``proj``'s weight in its own forward without calling ``proj`` (weight tying)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(8, 16)
+        self.proj = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.body(x))
+        return F.log_softmax(F.linear(h, self.proj.weight, self.proj.bias), dim=-1)
+
+
+def _bad_tied_shard(rank: int) -> dict:
+    """One FSDP2 unit (the root) holding all weights; a NaN in rank 1's shard of a weight
+    that no module forward reads, localized directly."""
+    from torch.distributed.fsdp import fully_shard
+
+    from nantrap.torch.localize import localize
+
+    torch.manual_seed(0)
+    model = TiedNet()
+    fully_shard(model)
+    x, y = _batch(rank, 0, ())
+    if rank == FAULT_RANK:
+        with torch.no_grad():
+            model.proj.weight.to_local()[-1, -1] = float("inf")
+
+    def step_fn():
+        loss = F.nll_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    found = localize(step_fn, model, step=5)
+    return {"code": found.code, "tensor": found.evidence.get("tensor"), "op": found.op}
+
+
 def _backward_fault(rank: int) -> dict:
     """A fault only the backward sees (sqrt's slope at 0) on one rank, localized directly:
     its path runs through FSDP2's gradient copy-in and reduce-scatter."""
@@ -205,6 +242,7 @@ SCENARIOS = {
     "shard": _bad_shard,
     "ddp": lambda rank: _closure_form(rank, ddp=True),
     "backward": _backward_fault,
+    "tied": _bad_tied_shard,
 }
 
 

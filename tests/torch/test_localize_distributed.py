@@ -28,7 +28,7 @@ OTHER = 1 - FAULT_RANK
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp-localize")
-    return run_ranks(run_rank, 2, out, ["closure", "loop", "shard", "ddp", "backward"])
+    return run_ranks(run_rank, 2, out, ["closure", "loop", "shard", "ddp", "backward", "tied"])
 
 
 def _assert_log_of_softmax(d: dict, step: int) -> None:
@@ -106,3 +106,9 @@ def test_backward_only_fault_is_followed_through_the_reduce_scatter(ranks):
     assert not bad["from_other_rank"]
     assert (other["code"], other["op"]) == ("NT903", "c10d._reduce_scatter_base_.default")
     assert other["from_other_rank"]
+
+
+def test_a_weight_read_outside_its_module_is_named_after_it(ranks):
+    for r in (0, 1):
+        tied = ranks[r]["tied"]
+        assert (tied["code"], tied["tensor"]) == ("NT403", "model.proj.weight"), r

@@ -419,7 +419,8 @@ class OpTrace:
         # storage -> the last event that wrote into it, and its owner (a view keeps its
         # base alive: while the base lives, so does the storage, and the address is its)
         self._writers: dict[int, tuple[int, weakref.ref]] = {}
-        self._collectives: set[int] = set()  # their outputs are read back when first used
+        # collective -> (storage, owner) of its outputs: read back when used, while alive
+        self._collectives: dict[int, list[tuple[int | None, weakref.ref]]] = {}
         self._after_collective: int | None = None  # the last event, if it was a collective
         self._modules: list[str] = []
         self._hooks: list[Any] = []
@@ -603,8 +604,10 @@ class OpTrace:
     def _name_gathered(self, path: str, module: torch.nn.Module) -> None:
         """Name the parameters ``module`` holds now that it did not hold when tracing began:
         FSDP2 swaps in the unsharded tensors it all-gathered (in its own pre-forward hook,
-        which runs before this one)."""
-        for name, p in module._parameters.items():
+        which runs before this one). An FSDP2 unit has gathered all of its subtree's (a
+        forward may read a submodule's weight without calling it: tied weights)."""
+        params = module.named_parameters() if _fsdp_unit(module) else module._parameters.items()
+        for name, p in params:
             if p is not None and id(p) not in self._leaf_names and id(p) not in self._gathered:
                 self._gathered[id(p)] = f"parameter {path}.{name}"
                 self._gathered_refs.append(p)
@@ -671,6 +674,9 @@ class OpTrace:
         writer = self._writer(local) if self._writers else None
         if entry is not None and writer is not None and writer > entry.seen:
             entry = None  # written since, through another view (FSDP's copy-out ops)
+        stale = entry is not None and entry.event in self._collectives
+        if stale and not self._holds_output(entry.event, local):  # type: ignore[union-attr]
+            entry = None  # that output was freed; its address holds another tensor
         gathered = self._gathered.get(id(t)) if self._gathered else None
         if entry is not None and entry.event in self._collectives:
             # NB: a collective returns before its values arrive (async work): read them now
@@ -709,10 +715,22 @@ class OpTrace:
         found = self._writers.get(storage) if storage is not None else None
         if found is None:
             return None
-        if found[1]() is None:  # freed: the address may hold another tensor now
+        owner = found[1]()
+        if owner is None or _storage(owner) != storage:
+            # freed, or its storage moved (FSDP2 resizes freed buffers to 0): the address
+            # may hold another tensor now
             del self._writers[storage]  # type: ignore[arg-type]
             return None
         return found[0]
+
+    def _holds_output(self, index: int, local: torch.Tensor) -> bool:
+        """``local`` lives in the storage of a still-alive output of collective ``index``."""
+        storage = _storage(local)
+        for where, ref in self._collectives[index]:
+            owner = ref()
+            if where == storage and owner is not None and _storage(owner) == storage:
+                return True
+        return False
 
     def _collective_result(self, index: int, local: torch.Tensor) -> _Entry:
         """An output of collective ``index``, read now; a non-finite one goes on its record
@@ -834,7 +852,8 @@ class OpTrace:
             ev.full_outputs = tuple(tensor_stats(local_tensor(o)) for o in outs)
         self.events.append(ev)
         if call.collective:
-            self._collectives.add(index)
+            owners = [(lt._base if lt._base is not None else lt) for lt in map(local_tensor, outs)]
+            self._collectives[index] = [(_storage(o), weakref.ref(o)) for o in owners]
             self._after_collective = index
         elif tensors:
             self._after_collective = None
@@ -917,6 +936,13 @@ def _key(t: torch.Tensor) -> tuple:
     if t.numel() == 0:
         return ("empty", id(t))
     return (t.device.type, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
+def _fsdp_unit(module: torch.nn.Module) -> bool:
+    """``module`` was given to FSDP2's ``fully_shard`` (only if FSDP2 was imported)."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    unit = getattr(fsdp, "FSDPModule", None) if fsdp is not None else None
+    return unit is not None and isinstance(module, unit)
 
 
 def _storage(t: torch.Tensor) -> int | None:
