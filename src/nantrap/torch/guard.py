@@ -911,8 +911,9 @@ def _nonfinite_params(
     sharded: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     for i, p in enumerate(params):
         name = names.get(id(p), f"param[{i}]")
-        local = local_tensor(p.detach())
-        if type(p.detach()) is not type(local):
+        detached = p.detach()
+        local = local_tensor(detached)
+        if local is not detached:
             sharded.append((name, p, local))
         elif not torch.isfinite(local).all():
             bad[name] = _stats(p)

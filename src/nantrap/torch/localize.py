@@ -23,7 +23,7 @@ from nantrap.errors import ConfigError
 from nantrap.findings import Diagnosis, Location, Phase, Severity
 from nantrap.guard.diagnose import diagnose
 from nantrap.torch._tensor_stats import summarize
-from nantrap.torch.trace import OpTrace
+from nantrap.torch.trace import OpEvent, OpTrace
 
 __all__ = ["ArmedTrace", "explain", "localize"]
 
@@ -181,19 +181,25 @@ def _report(trace: OpTrace, bad: list[torch.Tensor], step: int | None) -> Diagno
     return diagnose(trace.record(event), step=step)
 
 
-def _from_another_rank(trace: OpTrace, event: Any, n_bad: int, step: int | None) -> Diagnosis:
+_EXCHANGES = (
+    ("reduce_scatter", "reduce-scattered"),
+    ("allreduce", "all-reduced"),
+    ("all_reduce", "all-reduced"),
+    ("allgather", "all-gathered"),
+    ("all_gather", "all-gathered"),
+    ("broadcast", "broadcast"),
+)
+
+
+def _from_another_rank(trace: OpTrace, event: OpEvent, n_bad: int, step: int | None) -> Diagnosis:
     """The first bad values on this rank's path arrived through a collective whose inputs
     from this rank were finite: another rank's step went bad (its own trace names the op)."""
-    kinds = {"reduce_scatter": "reduce-scattered", "allreduce": "all-reduced"}
-    kinds |= {"all_reduce": "all-reduced", "allgather": "all-gathered"}
-    kinds |= {"all_gather": "all-gathered", "broadcast": "broadcast"}
-    verb = next((v for k, v in kinds.items() if k in event.op), "exchanged")
-    what = f"{'gradients' if event.phase is Phase.BACKWARD else 'values'} {verb}"
+    verb = next((v for k, v in _EXCHANGES if k in event.op), "exchanged")
     return Diagnosis(
         code="NT903",
         message=f"this rank's own ops stayed finite; the NaN/Inf arrived from another rank in "
-        f"{event.op} ({what} across ranks, {event.phase.value}); the rank whose step went "
-        "bad names the op in its own log",
+        f"{event.op} ({verb} across ranks); the rank whose step went bad names the op in its "
+        "own log",
         location=Location(step=step, phase=event.phase, op=event.op, module=event.module),
         severity=Severity.ERROR,
         evidence={
