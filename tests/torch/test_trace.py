@@ -19,9 +19,25 @@ aten = torch.ops.aten
 def test_handler_registry_refuses_duplicates_and_non_packets():
     with pytest.raises(RuntimeError, match="already registered"):
         op_handler(aten.empty_like)(lambda call: None)
-    with pytest.raises(ValueError, match="aten op packets"):
+    with pytest.raises(ValueError, match="op packets"):
         op_handler(aten.log.default)(lambda call: None)
     assert aten.empty_like in tr_mod.HANDLERS
+    # ops of namespaces loaded later (FSDP2, c10d) register by qualified name
+    assert "fsdp::chunk_cat" in tr_mod.HANDLERS
+    with pytest.raises(RuntimeError, match="already registered"):
+        op_handler("c10d::allreduce_")(lambda call: None)
+    with pytest.raises(ValueError, match="namespace::name"):
+        op_handler("allreduce_")(lambda call: None)
+
+
+def test_custom_handlers_by_qualified_name():
+    def shout(call):
+        call.intentional = True
+
+    x = torch.tensor([0.0, 1.0])
+    with OpTrace(custom_handlers={"aten::log": shout}) as tr:
+        torch.log(x)
+    assert tr.events[0].intentional and tr.first_nonfinite() is None
 
 
 def test_custom_handlers_apply_to_one_trace_only():
@@ -138,3 +154,34 @@ def test_a_view_never_inherits_a_stale_entry():
         x.copy_(torch.zeros(12).log())  # x is now -inf, written through another view
         total = x.view(3, 4).sum()
     assert trace.origin([total]).op == "aten.log.default"
+
+
+def test_a_write_through_another_view_makes_the_old_entry_stale():
+    x = torch.zeros(4)
+    with OpTrace() as tr:
+        buf = torch.ones(8)
+        part = buf[:4]
+        part.copy_(torch.log(x))  # -inf written into buf through a view of it
+        y = buf * 2.0
+    origin = tr.origin([y])
+    assert origin is not None and origin.neutral_op == "log"
+
+
+def test_an_out_destination_is_not_read():
+    x, buf = torch.tensor([1.0, 2.0]), torch.full((2,), math.nan)  # a stale buffer
+    with OpTrace() as tr:
+        torch.mul(x, 2.0, out=buf)
+    [ev] = tr.events
+    assert ev.overwrites == frozenset({1}) and ev.bad_inputs() == [] and ev.finite
+
+
+def test_a_failing_handler_loses_the_record_not_the_step():
+    def broken(call):
+        raise KeyError("no such slot")
+
+    x = torch.tensor([1.0, 2.0])
+    with OpTrace(custom_handlers={aten.mul: broken}) as tr:
+        y = torch.log(x * 0.0)  # the step goes on: its ops run, the others are recorded
+    assert y.tolist() == [-math.inf, -math.inf]
+    assert [e.op for e in tr.events] == ["aten.log.default"]
+    assert tr.failures == ["aten.mul.Tensor: KeyError: 'no such slot'"]

@@ -10,9 +10,21 @@ import torch
 
 from nantrap.guard.stats import TensorStats
 
-__all__ = ["Summary", "dtype_name", "summarize", "tensor_stats"]
+__all__ = ["Summary", "dtype_name", "local_tensor", "summarize", "tensor_stats"]
 
 _INF = math.inf
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (FSDP2, tensor parallel); any other tensor as it is.
+
+    Reading the shard needs no collective, so every rank may do it on its own: the stats
+    of a DTensor are those of this rank's shard."""
+    if type(t) in _PLAIN:
+        return t
+    local = getattr(t, "_local_tensor", None)
+    return local if isinstance(local, torch.Tensor) else t
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -28,6 +40,7 @@ def tensor_stats(t: torch.Tensor) -> TensorStats:
     >>> tensor_stats(torch.tensor([0.0, 1.0, float("nan")])).describe()
     'float32[3] min 0 max 1, 1 zeros, 1 NaN'
     """
+    t = local_tensor(t)
     dtype, shape, numel = dtype_name(t.dtype), tuple(t.shape), t.numel()
     if numel == 0:
         return TensorStats(0, dtype, shape)
@@ -95,6 +108,7 @@ def summarize(t: torch.Tensor) -> Summary:
     (unknown): the tracer's path walk needs only "NaN or not", and a second pass over
     every NaN tensor of a poisoned step would double its cost.
     """
+    t = local_tensor(t)
     if t.numel() == 0 or not (t.is_floating_point() or t.is_complex()):
         return CLEAN
     with torch.no_grad():

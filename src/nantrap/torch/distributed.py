@@ -57,8 +57,9 @@ class RankWatch:
             state._current = seen if state._current is None else state._current | seen
             if last:
                 state.last, state._current = state._current, None
-            buf.copy_(out[: -state.world])
-            return buf
+            # NB: DDP copies the returned gradients out itself, on the backward's thread
+            # (where a localization trace sees the copy; this callback may run elsewhere)
+            return out[: -state.world]
 
         return work.get_future().then(unpack)
 

@@ -35,7 +35,7 @@ from nantrap.guard.incidents import nonfinite_input, nonfinite_parameter
 from nantrap.guard.policy import Action, Decision
 from nantrap.guard.stats import TensorStats
 from nantrap.torch import _snapshot
-from nantrap.torch._detect import Probe, input_sum
+from nantrap.torch._detect import Probe, _across_ranks, input_sum
 from nantrap.torch._microbatches import MicroBatches
 from nantrap.torch._optimizer import (
     guarded_class,
@@ -43,6 +43,7 @@ from nantrap.torch._optimizer import (
     route_scheduler_patch,
     schedulers_of,
 )
+from nantrap.torch._tensor_stats import local_tensor
 
 __all__ = ["TorchGuard", "guard", "unguard"]
 
@@ -480,7 +481,7 @@ class TorchGuard:
         self.copier.fence()  # the update waits for the snapshot's copies of the weights
         self.base_class.step(self.optimizer, **kwargs)
         self.probe.after_update(params)
-        self._versions = [p._version for p in params] if clean else None
+        self._versions = _versions(params) if clean else None
         self._warned_step = None if clean else self.engine.step
         ranges = self.early.ranges or None if self._sampled and self.early is not None else None
         diverging = self.engine.after_update(obs, ranges=ranges)
@@ -532,17 +533,19 @@ class TorchGuard:
 
     def _explain_corrupt(self, params: list[torch.Tensor], step: int) -> Diagnosis:
         names = _param_names(self.model, self.optimizer)
-        bad = {}
-        for i, p in enumerate(params):
-            if not torch.isfinite(p.detach()).all():
-                bad[names.get(id(p), f"param[{i}]")] = _stats(p)
-        ours = self._versions is not None and self._versions == [p._version for p in params]
+        bad, shards = _nonfinite_params(params, names)
+        # NB: every rank must read this alike (the update's own doing: an LR decay)
+        same = self._versions is not None and self._versions == _versions(params)
+        ours = _on_every_rank(same, params[0].device if params else torch.device("cpu"))
         if self._warned_step is not None and not ours:
-            return nonfinite_parameter(
-                step,
-                bad,
-                where=f"after the update of step {self._warned_step}, which "
-                "policy 'warn' let through",
+            return _in_shards(
+                nonfinite_parameter(
+                    step,
+                    bad,
+                    where=f"after the update of step {self._warned_step}, which "
+                    "policy 'warn' let through",
+                ),
+                shards,
             )
         if ours:
             return self.engine.explain(
@@ -551,7 +554,7 @@ class TorchGuard:
                 phase=Phase.UPDATE,
                 force_divergence=True,
             )
-        return nonfinite_parameter(step, bad)
+        return _in_shards(nonfinite_parameter(step, bad), shards)
 
     def _inputs_really_bad(self) -> bool:
         """The all-reduced input flag said non-finite: confirm it with the exact check (a
@@ -656,6 +659,8 @@ class TorchGuard:
             self.step_state.restore_buffers()
             _snapshot.restore_rng(after)
         if found is None:
+            if self.engine.world_size > 1:
+                return None, "the replay ran finite on this rank (another rank's step went bad?)"
             return None, "the replay ran finite (nondeterministic step?)"
         return found, ""
 
@@ -887,6 +892,79 @@ def _param_names(model: Any, optimizer: torch.optim.Optimizer) -> dict[int, str]
     if model is None:
         return {}
     return {id(p): n for n, p in _plain_model(model).named_parameters()}
+
+
+def _versions(params: list[torch.Tensor]) -> list[int]:
+    """Each parameter's version counter; a DTensor's is its local shard's (a write into the
+    shard, ``p.to_local()[i] = x``, does not bump the wrapper's)."""
+    return [local_tensor(p)._version for p in params]
+
+
+def _nonfinite_params(
+    params: list[torch.Tensor], names: dict[int, str]
+) -> tuple[dict[str, TensorStats], dict[str, list[int]]]:
+    """The non-finite parameters (name -> stats) and, for sharded ones (DTensors: FSDP2,
+    tensor parallel), the ranks whose shard is non-finite. Each rank reads its own shards;
+    one all-reduce of their NaN/Inf counts gives every rank the same answer (every rank is
+    here: the verdict that leads here was all-reduced)."""
+    bad: dict[str, TensorStats] = {}
+    sharded: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    for i, p in enumerate(params):
+        name = names.get(id(p), f"param[{i}]")
+        detached = p.detach()
+        local = local_tensor(detached)
+        if local is not detached:
+            sharded.append((name, p, local))
+        elif not torch.isfinite(local).all():
+            bad[name] = _stats(p)
+    if not sharded:
+        return bad, {}
+    rank, world = _rank_world()
+    device = sharded[0][2].device
+    table = torch.zeros(world, len(sharded), 2, device=device)
+    table[rank] = torch.stack(
+        [torch.stack([x.isnan().sum(), x.isinf().sum()]).float().to(device) for _, _, x in sharded]
+    )
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(table)
+    counts = table.tolist()
+    shards = {}
+    for j, (name, p, local) in enumerate(sharded):
+        ranks = [r for r in range(world) if sum(counts[r][j]) > 0]
+        if ranks:
+            shards[name] = ranks
+            bad[name] = TensorStats(
+                numel=p.numel(),
+                dtype=str(local.dtype).removeprefix("torch."),
+                shape=tuple(p.shape),
+                nan=int(sum(counts[r][j][0] for r in ranks)),
+                inf=int(sum(counts[r][j][1] for r in ranks)),
+            )
+    return bad, shards
+
+
+def _in_shards(diagnosis: Diagnosis, shards: dict[str, list[int]]) -> Diagnosis:
+    """Say which ranks' shards of the sharded parameters are non-finite."""
+    if not shards:
+        return diagnosis
+    where = "; ".join(
+        f"{name} in the shard of rank {', '.join(map(str, ranks))}"
+        for name, ranks in list(shards.items())[:3]
+    )
+    return dataclasses.replace(
+        diagnosis,
+        message=f"{diagnosis.message} ({where})",
+        evidence={**diagnosis.evidence, "shards": shards},
+    )
+
+
+def _on_every_rank(flag: bool, device: torch.device) -> bool:
+    """``flag`` and-ed over the ranks of a distributed run (one all-reduce); as is alone."""
+    if _rank_world()[1] == 1:
+        return flag
+    return _across_ranks(torch.tensor([0.0 if flag else 1.0], device=device)).item() == 0
 
 
 def _stats(t: torch.Tensor) -> TensorStats:

@@ -23,7 +23,7 @@ from nantrap.errors import ConfigError
 from nantrap.findings import Diagnosis, Location, Phase, Severity
 from nantrap.guard.diagnose import diagnose
 from nantrap.torch._tensor_stats import summarize
-from nantrap.torch.trace import OpTrace
+from nantrap.torch.trace import OpEvent, OpTrace
 
 __all__ = ["ArmedTrace", "explain", "localize"]
 
@@ -42,6 +42,10 @@ def localize(
     finite, on the path to the bad value (the returned loss, or a non-finite gradient);
     allocation ops and intentional -inf masks are ignored. Returns None if the step ran
     finite. The caller restores model and RNG state around it.
+
+    Under ``torch.distributed`` (DDP, FSDP2) call it on every rank at the same step: the
+    step runs its collectives. A rank whose own ops stayed finite gets an NT903 naming the
+    collective the NaN/Inf arrived in (``evidence["from_other_rank"]``).
 
     >>> def run_step():                                   # doctest: +SKIP
     ...     loss = loss_fn(model(x), y); loss.backward(); return loss
@@ -166,6 +170,44 @@ def _report(trace: OpTrace, bad: list[torch.Tensor], step: int | None) -> Diagno
             "traced step (e.g. a compiled region or another thread)",
             location=Location(step=step, phase=Phase.BACKWARD),
             severity=Severity.ERROR,
-            evidence={"ops_traced": len(trace.events), "bad_tensors": len(bad)},
+            evidence={
+                "ops_traced": len(trace.events),
+                "bad_tensors": len(bad),
+                **({"trace_failures": trace.failures[:5]} if trace.failures else {}),
+            },
         )
+    if event.collective:
+        return _from_another_rank(trace, event, len(bad), step)
     return diagnose(trace.record(event), step=step)
+
+
+_EXCHANGES = (
+    ("reduce_scatter", "reduce-scattered"),
+    ("allreduce", "all-reduced"),
+    ("all_reduce", "all-reduced"),
+    ("allgather", "all-gathered"),
+    ("all_gather", "all-gathered"),
+    ("broadcast", "broadcast"),
+)
+
+
+def _from_another_rank(trace: OpTrace, event: OpEvent, n_bad: int, step: int | None) -> Diagnosis:
+    """The first bad values on this rank's path arrived through a collective whose inputs
+    from this rank were finite: another rank's step went bad (its own trace names the op)."""
+    verb = next((v for k, v in _EXCHANGES if k in event.op), "exchanged")
+    return Diagnosis(
+        code="NT903",
+        message=f"this rank's own ops stayed finite; the NaN/Inf arrived from another rank in "
+        f"{event.op} ({verb} across ranks); the rank whose step went bad names the op in its "
+        "own log",
+        location=Location(step=step, phase=event.phase, op=event.op, module=event.module),
+        severity=Severity.ERROR,
+        evidence={
+            "from_other_rank": True,
+            "collective": event.op,
+            "ops_traced": len(trace.events),
+            "bad_tensors": n_bad,
+        },
+        fix="Read the diagnosis of the rank whose own step went bad (the same step in its "
+        "log folder); this rank only received its values.",
+    )

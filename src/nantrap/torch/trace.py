@@ -7,8 +7,16 @@ user's source line, input/output summaries and provenance (which recorded op pro
 each input). Backward ops are mapped to the forward op whose autograd node runs them.
 
 Per-op behaviour that differs from the default (allocation ops, intentional -inf
-constants, ops that overwrite their input, losses) lives in handlers registered with
-:func:`op_handler`, keyed by op packet; duplicates are refused.
+constants, ops that overwrite their input, losses, collectives) lives in handlers
+registered with :func:`op_handler`, keyed by op packet or qualified name; duplicates are
+refused.
+
+Under FSDP2 (``fully_shard``) the mode sees the plain tensors of the compute: parameters
+are all-gathered into unsharded plain tensors before each module's forward, which are
+named after the module parameter they gather (``parameter model.head.fc.weight``);
+DTensor arguments are summarized and keyed by their local shard; a collective whose
+output went non-finite while this rank's inputs were finite is marked: the values came
+from another rank.
 
 The trace returns data and never prints. It is not reentrant: one ``OpTrace`` at a time
 per thread.
@@ -22,6 +30,7 @@ per thread.
 from __future__ import annotations
 
 import linecache
+import logging
 import math
 import os
 import sys
@@ -39,7 +48,14 @@ from nantrap import ops as _ops
 from nantrap.findings import Phase
 from nantrap.guard.diagnose import OpRecord
 from nantrap.guard.stats import TensorStats
-from nantrap.torch._tensor_stats import CLEAN, Summary, dtype_name, summarize, tensor_stats
+from nantrap.torch._tensor_stats import (
+    CLEAN,
+    Summary,
+    dtype_name,
+    local_tensor,
+    summarize,
+    tensor_stats,
+)
 
 __all__ = ["OpCall", "OpEvent", "OpTrace", "exit_mode", "named_modules", "op_handler"]
 
@@ -60,6 +76,7 @@ class OpCall:
     intentional: bool = False  # non-finite output wanted (an -inf mask constant)
     overwrites: frozenset[int] = frozenset()  # tensor-input positions whose values are unread
     full_stats: bool = False  # record full TensorStats of inputs (losses: targets)
+    collective: bool = False  # outputs combine other ranks' values (all-gather, all-reduce)
 
 
 Handler = Callable[[OpCall], None]
@@ -67,18 +84,28 @@ HANDLERS: dict[Any, Handler] = {}
 
 
 def op_handler(*packets: Any) -> Callable[[Handler], Handler]:
-    """Register ``fn`` for the given aten op packets (``aten.empty_like``); refuse duplicates."""
+    """Register ``fn`` for the given op packets (``aten.empty_like``) or qualified names
+    of ops that may not be loaded (``"fsdp::chunk_cat"``); refuse duplicates."""
 
     def register(fn: Handler) -> Handler:
         for packet in packets:
-            if not isinstance(packet, torch._ops.OpOverloadPacket):
-                raise ValueError(f"op_handler expects aten op packets, got {packet!r}")
+            named = isinstance(packet, str) and "::" in packet
+            if not (named or isinstance(packet, torch._ops.OpOverloadPacket)):
+                raise ValueError(
+                    f"op_handler expects op packets or 'namespace::name', got {packet!r}"
+                )
             if packet in HANDLERS:
                 raise RuntimeError(f"a tracer handler for {packet} is already registered")
             HANDLERS[packet] = fn
         return fn
 
     return register
+
+
+def _handler(handlers: Mapping[Any, Handler], func: Any) -> Handler | None:
+    packet = func.overloadpacket
+    found = handlers.get(packet)
+    return found if found is not None else handlers.get(packet._qualified_op_name)
 
 
 @op_handler(
@@ -141,6 +168,69 @@ def _overwrite(call: OpCall) -> None:
 @op_handler(aten.copy, aten.copy_)
 def _copy(call: OpCall) -> None:
     call.overwrites = frozenset({0})  # the destination
+
+
+@op_handler(
+    "c10d::_allgather_base_",
+    "c10d::_reduce_scatter_base_",
+    "c10d::alltoall_base_",
+)
+def _collective_into(call: OpCall) -> None:
+    """Collectives that fill their first argument from every rank's second."""
+    call.collective = True
+    call.overwrites = frozenset({0})
+
+
+@op_handler(
+    "c10d::allgather_into_tensor_coalesced_",
+    "c10d::reduce_scatter_tensor_coalesced_",
+)
+def _collective_into_many(call: OpCall) -> None:
+    call.collective = True
+    call.overwrites = frozenset(range(len(call.args[0])))
+
+
+@op_handler(
+    "c10d::allreduce_",
+    "c10d::broadcast_",
+    "c10d::reduce_",
+    "_c10d_functional::wait_tensor",
+)
+def _collective(call: OpCall) -> None:
+    call.collective = True
+
+
+@op_handler(
+    "_c10d_functional::all_gather_into_tensor",
+    "_c10d_functional::reduce_scatter_tensor",
+    "_c10d_functional::all_reduce",
+    "_c10d_functional::all_reduce_",
+    "_c10d_functional::broadcast",
+    "_c10d_functional::all_to_all_single",
+)
+def _collective_async(call: OpCall) -> None:
+    """Functional collectives return before the values arrive: ``wait_tensor`` has them."""
+    call.collective = True
+    call.uninitialized = True
+
+
+@op_handler("fsdp::all_gather_copy_in")
+def _fsdp_copy_in(call: OpCall) -> None:
+    """FSDP2 packs this rank's shards into the all-gather buffer (its 2nd argument)."""
+    call.overwrites = frozenset({len(call.args[0])})
+
+
+@op_handler("fsdp::split_with_sizes_copy")
+def _fsdp_split_copy(call: OpCall) -> None:
+    """FSDP2 copies the all-gathered buffer (1st argument) out to the unsharded tensors."""
+    out = call.kwargs.get("out", call.args[3] if len(call.args) > 3 else ())
+    call.overwrites = frozenset(range(1, 1 + len(out)))
+
+
+@op_handler("fsdp::chunk_cat")
+def _fsdp_chunk_cat(call: OpCall) -> None:
+    """FSDP2 packs the unsharded gradients into the reduce-scatter buffer (``out``)."""
+    call.overwrites = frozenset({len(call.args[0])})
 
 
 @op_handler(
@@ -231,6 +321,7 @@ _ALIASES = {
     "contiguous",
     "clone",
     "_to_copy",
+    "as_strided",
 }
 
 # --- events ---------------------------------------------------------------------------------
@@ -259,6 +350,7 @@ class OpEvent:
     intentional: bool = False
     uninitialized: bool = False
     overwrites: frozenset[int] = frozenset()
+    collective: bool = False  # a collective: non-finite from finite inputs = another rank's
     full_inputs: tuple[TensorStats | None, ...] = ()  # only where recorded (see OpTrace)
     full_outputs: tuple[TensorStats | None, ...] = ()
     error: str | None = None  # the op raised this
@@ -276,6 +368,7 @@ class _Entry:
     event: int | None
     summary: Summary
     leaf: str | None = None
+    seen: int = -1  # the last event when this was recorded; a later write makes it stale
 
 
 # --- the public tracer --------------------------------------------------------------------
@@ -316,9 +409,19 @@ class OpTrace:
         self._module_paths = None if modules is None else list(modules)
         self._extra_leaf_names = dict(leaf_names or {})
         self.events: list[OpEvent] = []
+        self.failures: list[str] = []  # ops the tracer could not record (the ops still ran)
         self._handlers = {**HANDLERS, **(custom_handlers or {})}
         self._tensors: dict[tuple, _Entry] = {}
         self._leaf_names: dict[int, str] = {}
+        self._shard_names: dict[int, str] = {}  # storage -> the DTensor parameter it shards
+        self._gathered: dict[int, str] = {}  # id -> name of unsharded (all-gathered) params
+        self._gathered_refs: list[torch.Tensor] = []  # keeps those ids valid while tracing
+        # storage -> the last event that wrote into it, and its owner (a view keeps its
+        # base alive: while the base lives, so does the storage, and the address is its)
+        self._writers: dict[int, tuple[int, weakref.ref]] = {}
+        # collective -> (storage, owner) of its outputs: read back when used, while alive
+        self._collectives: dict[int, list[tuple[int | None, weakref.ref]]] = {}
+        self._after_collective: int | None = None  # the last event, if it was a collective
         self._modules: list[str] = []
         self._hooks: list[Any] = []
         self._pending: list[tuple[weakref.ref, int, int]] = []
@@ -341,6 +444,7 @@ class OpTrace:
         if root_args is not None and self.model is not None:
             self._modules.append(self.root)
             self._name_inputs(self.model, root_args)
+            self._name_gathered(self.root, self.model)
         self._mode = _TraceMode(self)
         self._mode.__enter__()
         return self
@@ -359,6 +463,8 @@ class OpTrace:
         self._modules.clear()
         self._pending.clear()
         self._node_refs.clear()
+        self._gathered_refs.clear()
+        self._writers.clear()
 
     # queries ----------------------------------------------------------------------------
     def leaves(self) -> list[torch.Tensor]:
@@ -367,7 +473,7 @@ class OpTrace:
 
     def producer(self, t: torch.Tensor) -> OpEvent | None:
         """The recorded event that last wrote ``t``."""
-        entry = self._tensors.get(_key(t))
+        entry = self._tensors.get(_key(local_tensor(t)))
         return None if entry is None or entry.event is None else self.events[entry.event]
 
     def first_nonfinite(self) -> OpEvent | None:
@@ -481,6 +587,8 @@ class OpTrace:
             self._hooks.append(module.register_forward_hook(self._post_hook, always_call=True))
         for name, p in self.model.named_parameters():
             self._leaf_names[id(p)] = f"parameter {self.root}.{name}"
+            if (local := local_tensor(p)) is not p and (storage := _storage(local)) is not None:
+                self._shard_names[storage] = f"parameter {self.root}.{name} (this rank's shard)"
         for name, b in self.model.named_buffers():
             self._leaf_names[id(b)] = f"buffer {self.root}.{name}"
         self._leaf_names.update(self._extra_leaf_names)
@@ -489,8 +597,20 @@ class OpTrace:
     def _pre_hook(self, path: str) -> Callable:
         def hook(module: torch.nn.Module, args: Any) -> None:
             self._modules.append(path)
+            self._name_gathered(path, module)
 
         return hook
+
+    def _name_gathered(self, path: str, module: torch.nn.Module) -> None:
+        """Name the parameters ``module`` holds now that it did not hold when tracing began:
+        FSDP2 swaps in the unsharded tensors it all-gathered (in its own pre-forward hook,
+        which runs before this one). An FSDP2 unit has gathered all of its subtree's (a
+        forward may read a submodule's weight without calling it: tied weights)."""
+        params = module.named_parameters() if _fsdp_unit(module) else module._parameters.items()
+        for name, p in params:
+            if p is not None and id(p) not in self._leaf_names and id(p) not in self._gathered:
+                self._gathered[id(p)] = f"parameter {path}.{name}"
+                self._gathered_refs.append(p)
 
     def _post_hook(self, module: torch.nn.Module, args: Any, out: Any) -> None:
         if self._modules:
@@ -515,15 +635,111 @@ class OpTrace:
                 keep.append((ref, index, age + 1))
         self._pending = keep
 
+    # NB: a failure of the tracer's own bookkeeping loses that op's record, never the step:
+    # under torch.distributed, a rank whose step stopped short would leave the others
+    # waiting in a collective
+    def _before(self, func: Any, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
+        try:
+            self._resolve_pending()
+            written = _written(func, args, kwargs)
+            for t in written:
+                self._summary_of(t)  # NB: its value before the op overwrites it
+            return written
+        except Exception as err:
+            self._failed(func, err)
+            return ()
+
+    def _after(
+        self,
+        func: Any,
+        args: tuple,
+        kwargs: dict,
+        out: Any,
+        error: str | None,
+        written: tuple[torch.Tensor, ...],
+    ) -> None:
+        try:
+            self._record(func, args, kwargs, out, error, written)
+        except Exception as err:
+            self._failed(func, err)
+
+    def _failed(self, func: Any, err: Exception) -> None:
+        self.failures.append(f"{func}: {type(err).__name__}: {err}")
+        logging.getLogger("nantrap").debug("nantrap: tracing %s failed: %r", func, err)
+
     def _summary_of(self, t: torch.Tensor) -> _Entry:
-        key = _key(t)
+        local = local_tensor(t)
+        key = _key(local)
         entry = self._tensors.get(key)
-        if entry is None:
-            entry = _Entry(None, summarize(t), self._leaf_names.get(id(t), "tensor"))
-            if t.requires_grad and t.is_leaf:
-                self._grad_leaves.append(weakref.ref(t))
+        writer = self._writer(local) if self._writers else None
+        if entry is not None and writer is not None and writer > entry.seen:
+            entry = None  # written since, through another view (FSDP's copy-out ops)
+        stale = entry is not None and entry.event in self._collectives
+        if stale and not self._holds_output(entry.event, local):  # type: ignore[union-attr]
+            entry = None  # that output was freed; its address holds another tensor
+        gathered = self._gathered.get(id(t)) if self._gathered else None
+        if entry is not None and entry.event in self._collectives:
+            # NB: a collective returns before its values arrive (async work): read them now
+            entry = self._collective_result(entry.event, local)
+            self._tensors[key] = entry
+        elif gathered is not None and (entry is None or entry.leaf != gathered):
+            # an unsharded parameter is what the user's module reads: a leaf, named
+            entry = _Entry(None, summarize(local), gathered, seen=len(self.events) - 1)
+            self._tensors[key] = entry
+        elif entry is None:
+            seen = len(self.events) - 1
+            name = self._leaf_names.get(id(t))
+            if name is None and self._shard_names:
+                name = self._shard_names.get(_storage(local))  # type: ignore[arg-type]
+            if writer is not None:
+                entry = (
+                    self._collective_result(writer, local)
+                    if writer in self._collectives
+                    else _Entry(writer, summarize(local), seen=seen)
+                )
+            elif name is None and self._after_collective is not None:
+                # NB: the op right after a collective reading a tensor no traced op made
+                # reads the collective's result (gloo's reduce-scatter copies it out of its
+                # own buffer when the work completes)
+                entry = self._collective_result(self._after_collective, local)
+            else:
+                entry = _Entry(None, summarize(local), name or "tensor", seen=seen)
+                if t.requires_grad and t.is_leaf:
+                    self._grad_leaves.append(weakref.ref(t))
             self._tensors[key] = entry
         return entry
+
+    def _writer(self, local: torch.Tensor) -> int | None:
+        """The last event that wrote into ``local``'s storage, if its owner is alive."""
+        storage = _storage(local)
+        found = self._writers.get(storage) if storage is not None else None
+        if found is None:
+            return None
+        owner = found[1]()
+        if owner is None or _storage(owner) != storage:
+            # freed, or its storage moved (FSDP2 resizes freed buffers to 0): the address
+            # may hold another tensor now
+            del self._writers[storage]  # type: ignore[arg-type]
+            return None
+        return found[0]
+
+    def _holds_output(self, index: int, local: torch.Tensor) -> bool:
+        """``local`` lives in the storage of a still-alive output of collective ``index``."""
+        storage = _storage(local)
+        for where, ref in self._collectives[index]:
+            owner = ref()
+            if where == storage and owner is not None and _storage(owner) == storage:
+                return True
+        return False
+
+    def _collective_result(self, index: int, local: torch.Tensor) -> _Entry:
+        """An output of collective ``index``, read now; a non-finite one goes on its record
+        (recorded when the op returned, before the other ranks' values had arrived)."""
+        s = summarize(local)
+        ev = self.events[index]
+        if not s.finite and ev.finite:
+            ev.outputs = (s, *ev.outputs[1:])
+        return _Entry(index, s, seen=len(self.events) - 1)
 
     def _record(
         self,
@@ -535,11 +751,16 @@ class OpTrace:
         written: tuple[torch.Tensor, ...] = (),
     ) -> None:
         call = OpCall(func, args, kwargs, out)
-        handler = self._handlers.get(func.overloadpacket)
+        handler = _handler(self._handlers, func)
         if handler is not None:
             handler(call)
         flat = tree_leaves((args, kwargs))
         tensors = [a for a in flat if isinstance(a, torch.Tensor)]
+        if out_args := _out_args(func, args, kwargs):
+            # NB: an out= destination's old values are unread (DDP's bucket, from empty)
+            dests = {i for i, t in enumerate(tensors) if any(t is o for o in out_args)}
+            if len(dests) == len(out_args):  # not also passed as an input
+                call.overwrites = call.overwrites | dests
         scalars = tuple(
             float(a)
             for a in flat
@@ -566,6 +787,16 @@ class OpTrace:
         extra = [w for w in written if not any(w is o for o in outs)] if error is None else []
         outs += extra
         out_summaries += [summarize(w) for w in extra]
+        if error is None and not func.is_view:
+            # NB: an op that writes into a tensor it was given (in place, out=, collectives)
+            # writes its storage: entries of other views of it are stale from now on
+            for o in outs:
+                if not any(o is t for t in tensors):
+                    continue
+                local = local_tensor(o)
+                if (storage := _storage(local)) is not None:
+                    owner = local._base if local._base is not None else local
+                    self._writers[storage] = (len(self.events), weakref.ref(owner))
 
         node = _current_node()
         forward = self._nodes.get(id(node)) if node is not None else None
@@ -600,6 +831,7 @@ class OpTrace:
             intentional=call.intentional,
             uninitialized=call.uninitialized,
             overwrites=call.overwrites,
+            collective=call.collective,
             error=error,
         )
         bad_in = ev.bad_inputs()
@@ -614,20 +846,27 @@ class OpTrace:
             mutated = {0} if _inplace(func) else set()
             mutated |= {i for i, t in enumerate(tensors) if any(t is w for w in written)}
             ev.full_inputs = tuple(
-                None if i in call.overwrites or i in mutated else tensor_stats(t)
+                None if i in call.overwrites or i in mutated else tensor_stats(local_tensor(t))
                 for i, t in enumerate(tensors)
             )
-            ev.full_outputs = tuple(tensor_stats(o) for o in outs)
+            ev.full_outputs = tuple(tensor_stats(local_tensor(o)) for o in outs)
         self.events.append(ev)
+        if call.collective:
+            owners = [(lt._base if lt._base is not None else lt) for lt in map(local_tensor, outs)]
+            self._collectives[index] = [(_storage(o), weakref.ref(o)) for o in owners]
+            self._after_collective = index
+        elif tensors:
+            self._after_collective = None
         # NB: an alias with its input's key is the same data seen the same way (autograd's
         # detach to save a result): keep the producer. Any other entry under the key is
         # stale (a freed tensor's memory reused, or another view written since).
-        same_view = {_key(t) for t in tensors[:1]} if str(func).split(".")[1] in _ALIASES else ()
+        alias = str(func).split(".")[1] in _ALIASES
+        same_view = {_key(local_tensor(t)) for t in tensors[:1]} if alias else ()
         for o, s in zip(outs, out_summaries, strict=True):
-            key = _key(o)
+            key = _key(local_tensor(o))
             if key in same_view and key in self._tensors:
                 continue
-            self._tensors[key] = _Entry(index, s)
+            self._tensors[key] = _Entry(index, s, seen=index)
             if node is None and o.is_floating_point():
                 self._pending.append((weakref.ref(o), index, 0))
 
@@ -644,16 +883,13 @@ class _TraceMode(TorchDispatchMode):
         if func.overloadpacket in _METADATA:
             return func(*args, **kwargs)
         tracer = self.tracer
-        tracer._resolve_pending()
-        written = _written(func, args, kwargs)
-        for t in written:
-            tracer._summary_of(t)  # NB: its value before the op overwrites it
+        written = tracer._before(func, args, kwargs)
         try:
             out = func(*args, **kwargs)
         except Exception as exc:
-            tracer._record(func, args, kwargs, None, error=f"{type(exc).__name__}: {exc}")
+            tracer._after(func, args, kwargs, None, f"{type(exc).__name__}: {exc}", ())
             raise
-        tracer._record(func, args, kwargs, out, error=None, written=written)
+        tracer._after(func, args, kwargs, out, None, written)
         return out
 
 
@@ -696,10 +932,25 @@ def exit_mode(mode: TorchDispatchMode) -> None:
 
 def _key(t: torch.Tensor) -> tuple:
     """Identify a tensor by its data, not its Python object (saved tensors come back as
-    new objects in backward)."""
+    new objects in backward). ``t``: a plain tensor (a DTensor's local shard)."""
     if t.numel() == 0:
         return ("empty", id(t))
     return (t.device.type, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
+def _fsdp_unit(module: torch.nn.Module) -> bool:
+    """``module`` was given to FSDP2's ``fully_shard`` (only if FSDP2 was imported)."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    unit = getattr(fsdp, "FSDPModule", None) if fsdp is not None else None
+    return unit is not None and isinstance(module, unit)
+
+
+def _storage(t: torch.Tensor) -> int | None:
+    """Where ``t``'s storage lives (views of one tensor share it); None without one."""
+    try:
+        return t.untyped_storage().data_ptr() or None
+    except Exception:  # NB: subclasses without storage raise various errors
+        return None
 
 
 # NB: private torch API (present since torch 2.1); without it every op reads as forward
@@ -712,11 +963,22 @@ _UNDECLARED_WRITES = {
     "aten::native_batch_norm": ((3, "running_mean"), (4, "running_var")),
     "aten::cudnn_batch_norm": ((3, "running_mean"), (4, "running_var")),
     "aten::miopen_batch_norm": ((3, "running_mean"), (4, "running_var")),
+    # NB: collectives and FSDP2's copy-in write their destinations; no schema says so
+    "c10d::_allgather_base_": ((0, "output_tensor"),),
+    "c10d::_reduce_scatter_base_": ((0, "output_tensor"),),
+    "c10d::alltoall_base_": ((0, "output"),),
+    "c10d::allgather_into_tensor_coalesced_": ((0, "outputs"),),
+    "c10d::reduce_scatter_tensor_coalesced_": ((0, "outputs"),),
+    "c10d::allreduce_": ((0, "tensors"),),
+    "c10d::broadcast_": ((0, "tensors"),),
+    "c10d::reduce_": ((0, "tensors"),),
+    "fsdp::all_gather_copy_in": ((1, "all_gather_output"),),
 }
 
 
 def _written(func: Any, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
-    """The tensor arguments ``func`` writes in place, per its schema (``Tensor(a!)``)."""
+    """The tensor arguments ``func`` writes in place, per its schema (``Tensor(a!)``,
+    ``Tensor(a!)[]``) or :data:`_UNDECLARED_WRITES`."""
     slots = _WRITES.get(func)
     if slots is None:
         schema = func._schema
@@ -731,7 +993,28 @@ def _written(func: Any, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
         value = args[i] if i < len(args) else kwargs.get(name)
         if isinstance(value, torch.Tensor):
             found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found += [v for v in value if isinstance(v, torch.Tensor)]
     return tuple(found)
+
+
+_OUTS: dict[Any, tuple[tuple[int, str], ...]] = {}
+
+
+def _out_args(func: Any, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """The tensors given as ``out=`` destinations (schema ``is_out``)."""
+    slots = _OUTS.get(func)
+    if slots is None:
+        slots = tuple((i, a.name) for i, a in enumerate(func._schema.arguments) if a.is_out)
+        _OUTS[func] = slots
+    found: list[torch.Tensor] = []
+    for i, name in slots:
+        value = kwargs.get(name, args[i] if i < len(args) else None)
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found += [v for v in value if isinstance(v, torch.Tensor)]
+    return found
 
 
 def _inplace(func: Any) -> bool:
