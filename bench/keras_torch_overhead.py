@@ -8,7 +8,7 @@ Python floats like Keras' callback list does), in alternating blocks of ``--bloc
 for ``--rounds`` rounds; per-round ratios cancel the drift of a shared machine. Printed:
 median ms/step and CPU ms/step per variant, and the median per-round ratio to plain.
 
-    python bench/keras_torch_overhead.py [--rounds 12] [--block 10]
+    python bench/keras_torch_overhead.py [--rounds 12] [--block 10] [--threads 1]
 """
 
 from __future__ import annotations
@@ -58,7 +58,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--block", type=int, default=10)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: steady on a shared machine, where 2 threads on one free "
+        "core wait on each other)",
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0, 1} & os.sched_getaffinity(0) or os.sched_getaffinity(0))
     rng = np.random.default_rng(0)
@@ -111,8 +119,9 @@ def main() -> int:
     trap.on_train_end()
     med = statistics.median
     print(
-        f"Keras {keras.__version__} on torch {torch.__version__}: small CNN 32x32x3, batch "
-        f"{BATCH}, SGD; {args.rounds} rounds x {args.block} steps per variant, alternating\n"
+        f"Keras {keras.__version__} on torch {torch.__version__} ({args.threads} thread(s), "
+        f"load {os.getloadavg()[0]:.1f}): small CNN 32x32x3, batch {BATCH}, SGD; "
+        f"{args.rounds} rounds x {args.block} steps per variant, alternating\n"
     )
     print("| variant | median ms/step | paired ratio to plain | CPU ms/step | CPU ratio |")
     print("|---|---|---|---|---|")
