@@ -15,6 +15,8 @@ import math
 import re
 from dataclasses import replace
 
+from nantrap.findings import Severity
+from nantrap.lint import _calls as C
 from nantrap.lint import _values as V
 from nantrap.lint._names import canonical, dotted, framework_of, import_bindings, lookup
 from nantrap.lint._rule import Hit, OpCall, Rule
@@ -132,11 +134,36 @@ class Scope:
         return None
 
 
+def walk(file: SourceFile, tree: ast.Module, by_op: dict, by_name: dict) -> Walker:
+    """Walk the module; while call sites bring new facts into parameters, walk it again
+    with them (a fixed point, at most ``MAX_WALKS`` walks). The last walk's hits count."""
+    walker = Walker(file, by_op, by_name)
+    walker.module(tree)
+    for _ in range(C.MAX_WALKS - 1):
+        facts = C.parameter_facts(walker.sites, walker.escaped)
+        if facts == walker.params or not (
+            walker.params or C.worth_another_walk(facts, bool(walker.hits))
+        ):
+            break
+        walker = Walker(file, by_op, by_name, facts)
+        walker.module(tree)
+    return walker
+
+
 class Walker:
     """Walks one module; collects ``(rule, Hit)`` pairs in ``hits``."""
 
-    def __init__(self, file: SourceFile, by_op: dict[str, list[Rule]], by_name: dict) -> None:
+    def __init__(
+        self,
+        file: SourceFile,
+        by_op: dict[str, list[Rule]],
+        by_name: dict,
+        params: dict[int, dict[str, Value]] | None = None,
+    ) -> None:
         self.file = file
+        self.params = params or {}  # id(function) -> parameter -> fact (from call sites)
+        self.sites: dict[int, tuple[str, dict[int, C.Site]]] = {}
+        self.escaped: set[int] = set()  # functions also used as values: unseen calls
         self.by_op = by_op
         self.by_name = by_name
         self.values: dict[int, Value] = {}
@@ -297,9 +324,10 @@ class Walker:
         args = fn.args
         for d in (*args.defaults, *(d for d in args.kw_defaults if d is not None)):
             self.expr(d, outer)
+        facts = self.params.get(id(fn), {})
         for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
             if a is not None:
-                scope.vars[a.arg] = UNKNOWN
+                scope.vars[a.arg] = facts.get(a.arg, UNKNOWN)
         saved = self.no_grad, self.scope, self.guard_depth
         self.no_grad = self.no_grad or any(_is_no_grad(d) for d in fn.decorator_list)
         self.scope = scope
@@ -315,6 +343,17 @@ class Walker:
         key = id(fn)
         if key in self._summaries:
             return self._summaries[key]
+        if type(fn) is ast.Lambda and key not in self._busy:
+            self._busy.add(key)
+            saved = self.emit
+            self.emit = False
+            try:
+                result = self.expr(fn.body, self._lambda_scope(fn, outer))
+            finally:
+                self.emit = saved
+                self._busy.discard(key)
+            self._summaries[key] = result
+            return result
         if key in self._busy or not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             return UNKNOWN
         self._busy.add(key)
@@ -424,6 +463,8 @@ class Walker:
         t = type(node)
         if t is ast.Name:
             v = self.lookup(node.id, scope) or UNKNOWN
+            if v.func is not None:  # passed or stored as a value: calls we cannot see
+                self.escaped.add(id(v.func))
         elif t is ast.Call:
             v = self.call(node, scope)
         elif t is ast.Attribute:
@@ -482,11 +523,10 @@ class Walker:
             self.guard_depth -= 1
             v = V.join(a, b)
         elif t is ast.Lambda:
-            inner = Scope(scope, scope.cls)
-            for a in node.args.args:
-                inner.vars[a.arg] = UNKNOWN
-            self.expr(node.body, inner)
-            v = UNKNOWN
+            for d in (*node.args.defaults, *(d for d in node.args.kw_defaults if d)):
+                self.expr(d, scope)
+            self.expr(node.body, self._lambda_scope(node, scope))
+            v = Value(func=node, line=node.lineno)
         elif t in (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp):
             inner = Scope(scope, scope.cls)
             for gen in node.generators:
@@ -624,6 +664,10 @@ class Walker:
         if guard:
             self.guard_depth -= 1
 
+        callee = user[0] if user is not None else fval.func if fval is not None else None
+        if callee is not None and type(callee) is not ast.ClassDef:
+            skip = 1 if user is not None and not C.is_static(callee) else 0
+            self._record(callee, node, values, kwvalues, skip)
         if user is not None:
             return self.summary(user[0], user[1]["outer"], user[1])
         if fval is not None:
@@ -637,6 +681,25 @@ class Walker:
                 qual, last, node, recv_node, recv, operands, values, keywords, kwvalues
             )
         return self.function_call(qual, last, node, operands, values, keywords, kwvalues)
+
+    def _record(self, fn: ast.AST, node: ast.Call, values, kwvalues, skip: int) -> None:
+        """Remember what this call passes to each of ``fn``'s parameters."""
+        bound = C.bind_call(fn, node, values, kwvalues, self.values, skip)
+        key = id(fn)
+        entry = self.sites.get(key)
+        if entry is None:
+            entry = self.sites[key] = (C.function_name(fn, node), {})
+        old = entry[1].get(id(node))
+        entry[1][id(node)] = (node.lineno, C.merge_site(old[1] if old else None, bound))
+
+    def _lambda_scope(self, fn: ast.Lambda, outer: Scope) -> Scope:
+        inner = Scope(outer, outer.cls)
+        facts = self.params.get(id(fn), {})
+        args = fn.args
+        for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+            if a is not None:
+                inner.vars[a.arg] = facts.get(a.arg, UNKNOWN)
+        return inner
 
     def call_value(self, fval, node, operands, values, keywords, kwvalues) -> Value:
         if fval.layer:
@@ -784,13 +847,34 @@ class Walker:
                 call = OpCall(op, qual, node, operands, values, kw, kwv, fw, method, self)
                 for rule in (*rules, *named):
                     try:
-                        self.hits.extend((rule, hit) for hit in rule.check(call))
+                        self.hits.extend((rule, self._via(hit)) for hit in rule.check(call))
                     except Exception as exc:  # a rule bug must not stop the file
                         self.errors.append((rule.CODE, node, exc))
         if op is None:
             return Value(fw=fw)
         out = self.transfer(op, qual, node, operands, values, kw, kwv, fw)
         return out if out.fw or not fw else replace(out, fw=fw)
+
+    def _via(self, hit: Hit) -> Hit:
+        """A finding that rests on a parameter's fact names the call site that brought it;
+        a fact only some calls bring (a *maybe*) makes it a warning."""
+        for n in ast.walk(hit.node):
+            if type(n) is not ast.Name:
+                continue
+            v = self.values.get(id(n))
+            if v is None or v.via is None or v.kind == "const":
+                continue
+            evidence = {
+                **hit.evidence,
+                "parameter": v.via.param,
+                "call_line": v.via.line,
+                "maybe": v.via.maybe,
+            }
+            severity = Severity.WARNING if v.via.maybe else hit.severity
+            return replace(
+                hit, message=hit.message + C.describe(v), evidence=evidence, severity=severity
+            )
+        return hit
 
     def transfer(self, op, qual, node, operands, values, kw, kwv, fw) -> Value:
         a = values[0] if values else UNKNOWN

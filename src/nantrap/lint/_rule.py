@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from nantrap.findings import Severity
 from nantrap.lint._values import UNKNOWN, Value
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class Hit:
     replacement: str | None = None  # new text for ``node``'s span
     safe: bool = False  # the replacement preserves semantics (applied by --fix)
     evidence: dict[str, Any] = field(default_factory=dict)
+    severity: Severity | None = None  # None: the catalog entry's
 
 
 @dataclass

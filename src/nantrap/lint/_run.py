@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nantrap.findings import Edit, Finding, Location, Report
 from nantrap.lint._config import LintConfig
-from nantrap.lint._engine import SourceFile, Walker
+from nantrap.lint._engine import SourceFile, walk
 from nantrap.lint._fix import apply_edits
 from nantrap.lint._notebook import Notebook, cell_sources, parse_notebook
 from nantrap.lint._rule import Hit, Rule, all_rules
@@ -72,8 +72,7 @@ def _lint(source: str, path: str, config: LintConfig) -> list[Finding]:
         return []
     rules = _rules(config, path)
     file = SourceFile(path, source, tree)
-    walker = Walker(file, rules.by_op, rules.by_name)
-    walker.module(tree)
+    walker = walk(file, tree, rules.by_op, rules.by_name)
     findings = []
     seen = set()
     for rule, hit in walker.hits:
@@ -108,7 +107,7 @@ def _finding(file: SourceFile, code: str, hit: Hit) -> Finding:
             end_col=end_col,
             source_line=file.line(line).strip(),
         ),
-        severity=trap.severity,
+        severity=hit.severity or trap.severity,
         evidence=hit.evidence,
         fix=hit.fix,
         edits=edits,
