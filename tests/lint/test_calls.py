@@ -254,3 +254,22 @@ def test_recursion_terminates():
         """
     )
     assert [(f.code, f.location.line) for f in findings] == [("NT101", 5)]
+
+
+def test_a_finding_that_does_not_rest_on_the_fact_keeps_its_message_and_severity():
+    f, g = lint(
+        """
+        import torch
+
+        def f(q, p):
+            return q / torch.sum(q**2) + torch.log(p).sum()
+
+        out = f(x / n, torch.softmax(z, -1))
+        out = f(x / m, z)
+        """
+    )
+    # q carries a (ratio) fact from its call sites, but NT110 rests on the sum of squares
+    assert (f.code, f.location.line, f.severity) == ("NT110", 4, Severity.ERROR)
+    assert "passed to" not in f.message
+    assert (g.code, g.location.line, g.severity) == ("NT101", 4, Severity.WARNING)
+    assert "`p` is a softmax output passed to `f` at line 6" in g.message

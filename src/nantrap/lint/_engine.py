@@ -846,8 +846,10 @@ class Walker:
             if rules or named:
                 call = OpCall(op, qual, node, operands, values, kw, kwv, fw, method, self)
                 for rule in (*rules, *named):
+                    call.read = []
                     try:
-                        self.hits.extend((rule, self._via(hit)) for hit in rule.check(call))
+                        hits = list(rule.check(call))
+                        self.hits.extend((rule, self._via(hit, call.read)) for hit in hits)
                     except Exception as exc:  # a rule bug must not stop the file
                         self.errors.append((rule.CODE, node, exc))
         if op is None:
@@ -855,14 +857,11 @@ class Walker:
         out = self.transfer(op, qual, node, operands, values, kw, kwv, fw)
         return out if out.fw or not fw else replace(out, fw=fw)
 
-    def _via(self, hit: Hit) -> Hit:
-        """A finding that rests on a parameter's fact names the call site that brought it;
-        a fact only some calls bring (a *maybe*) makes it a warning."""
-        for n in ast.walk(hit.node):
-            if type(n) is not ast.Name:
-                continue
-            v = self.values.get(id(n))
-            if v is None or v.via is None or v.kind == "const":
+    def _via(self, hit: Hit, read: list[Value]) -> Hit:
+        """A finding that rests on a parameter's fact (the rule read a value that came
+        from a call site) names the call site; a *maybe* fact makes it a warning."""
+        for v in read:
+            if v.via is None or v.kind == "const" or not (v.kind or v.half):
                 continue
             evidence = {
                 **hit.evidence,
