@@ -5,9 +5,12 @@ call sites bring is a warning."""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
+
+import pytest
 
 from nantrap.findings import Severity
-from nantrap.lint import lint_source
+from nantrap.lint import lint_file, lint_paths, lint_source
 
 
 def lint(source: str):
@@ -273,3 +276,97 @@ def test_a_finding_that_does_not_rest_on_the_fact_keeps_its_message_and_severity
     assert "passed to" not in f.message
     assert (g.code, g.location.line, g.severity) == ("NT101", 4, Severity.WARNING)
     assert "`p` is a softmax output passed to `f` at line 6" in g.message
+
+
+# ---- across the files of one project (lint_paths) -------------------------------------------
+def _project(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return tmp_path
+
+
+LOSSES = """
+    import torch
+
+    def cross_entropy(p, y):
+        return torch.log(p).gather(1, y).mean()
+
+    def entropy(p, eps=1e-8):
+        return -(p * torch.log(p + eps)).sum(-1)
+    """
+
+
+@pytest.mark.parametrize(
+    "importer",
+    [
+        "from .losses import cross_entropy, entropy",
+        "from pkg.losses import cross_entropy, entropy",
+    ],
+)
+def test_relative_and_absolute_imports_within_the_project(tmp_path: Path, importer: str):
+    root = _project(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/losses.py": LOSSES,
+            "pkg/train.py": f"""
+                import torch
+                {importer}
+
+                def step(model, x, y):
+                    probs = torch.softmax(model(x), dim=1)
+                    return cross_entropy(probs, y) + entropy(probs).mean()
+                """,
+        },
+    )
+    report = lint_paths([root / "pkg"])
+    (f,) = report.findings
+    assert (f.code, Path(f.location.path).name, f.location.line) == ("NT101", "losses.py", 4)
+    assert f.severity is Severity.ERROR
+    where = f"{root / 'pkg' / 'train.py'}:6"
+    assert f.message.endswith(f"`p` is a softmax output passed to `cross_entropy` at {where}")
+    # each file alone knows nothing of the other
+    assert "NT101" not in [g.code for g in lint_file(root / "pkg" / "losses.py")]
+
+
+def test_script_next_to_its_module_and_disagreeing_callers(tmp_path: Path):
+    root = _project(
+        tmp_path,
+        {
+            "losses.py": LOSSES,
+            "train.py": """
+                import torch
+                import losses
+
+                probs = torch.softmax(z, dim=1)
+                loss = losses.cross_entropy(probs, y)
+                """,
+            "eval.py": """
+                from losses import cross_entropy
+
+                loss = cross_entropy(model(x), y)
+                """,
+        },
+    )
+    f = next(f for f in lint_paths([root]).findings if f.code == "NT101")
+    assert (f.code, f.location.line, f.severity) == ("NT101", 4, Severity.WARNING)
+    assert f"at {root / 'train.py'}:5 (other calls may pass other values)" in f.message
+
+
+def test_project_calls_never_reach_outside_files(tmp_path: Path):
+    root = _project(
+        tmp_path,
+        {
+            "train.py": """
+                import torch
+                from os.path import join
+                from torch.nn.functional import nll_loss
+
+                probs = torch.softmax(z, dim=1)
+                out = join(probs, "x")
+                """,
+        },
+    )
+    assert lint_paths([root]).findings == []

@@ -22,8 +22,8 @@ MAX_WALKS = 4  # the first walk plus up to three rounds (chains of calls, recurs
 # such as a VAE's ``reparameterize(mu, logvar)`` exp them by design.
 _LOCAL_ONLY = frozenset({"linear"})
 
-# A site's bound values: parameter name -> value; the call's line.
-Site = tuple[int, dict[str, Value]]
+# One call: its line, parameter name -> value, the calling file (None: this file).
+Site = tuple[int, dict[str, Value], str | None]
 
 
 def function_name(fn: ast.AST, call: ast.Call) -> str:
@@ -42,9 +42,17 @@ def is_static(fn: ast.AST) -> bool:
     )
 
 
+def spreads(call: ast.Call) -> tuple[bool, bool]:
+    """(``f(*args)``, ``f(**kw)``): arguments whose binding is unknown."""
+    return (
+        any(type(a) is ast.Starred for a in call.args),
+        any(k.arg is None for k in call.keywords),
+    )
+
+
 def bind_call(
     fn: ast.AST,
-    call: ast.Call,
+    spread_args: tuple[bool, bool],
     values: list[Value],
     kwvalues: dict[str, Value],
     defaults: dict[int, Value],
@@ -54,8 +62,7 @@ def bind_call(
     args = fn.args
     positional = [*args.posonlyargs, *args.args]
     first_default = len(positional) - len(args.defaults)
-    starred = any(type(a) is ast.Starred for a in call.args)
-    spread = any(k.arg is None for k in call.keywords)
+    starred, spread = spread_args
     out: dict[str, Value] = {}
     for i, p in enumerate(positional[skip:], skip):
         j = i - skip
@@ -88,27 +95,29 @@ def _hazard(v: Value) -> bool:
     return (bool(v.kind) and v.kind != "const") or v.half
 
 
-def join_sites(param: str, name: str, sites: list[tuple[int, Value]], escaped: bool) -> Value:
+def join_sites(
+    param: str, name: str, sites: list[tuple[int, Value, str | None]], escaped: bool
+) -> Value:
     """One parameter's fact from the values passed at every call site (in line order).
 
     A value that was itself a maybe (a parameter passed on) keeps the fact a maybe.
     """
     acc = sites[0][1]
-    for _, v in sites[1:]:
+    for _, v, _ in sites[1:]:
         acc = V.join(acc, v)
     if acc.kind or acc.half or _object(acc):
-        line = next((ln for ln, v in sites if v.kind == acc.kind), sites[0][0])
-        maybe = escaped or any(v.via is not None and v.via.maybe for _, v in sites)
-        via = CallSite(param, name, line, maybe=maybe)
+        line, _, path = next((s for s in sites if s[1].kind == acc.kind), sites[0])
+        maybe = escaped or any(v.via is not None and v.via.maybe for _, v, _ in sites)
+        via = CallSite(param, name, line, maybe=maybe, path=path)
         return replace(acc, via=via, name=param)
-    hazards = [(ln, v) for ln, v in sites if _hazard(v)]
+    hazards = [s for s in sites if _hazard(s[1])]
     if not hazards:
         return UNKNOWN
-    line, first = hazards[0]
-    for _, v in hazards[1:]:
+    line, first, path = hazards[0]
+    for _, v, _ in hazards[1:]:
         if v.kind == first.kind:
             first = V.join(first, v)
-    return replace(first, via=CallSite(param, name, line, maybe=True), name=param)
+    return replace(first, via=CallSite(param, name, line, maybe=True, path=path), name=param)
 
 
 def parameter_facts(
@@ -117,11 +126,11 @@ def parameter_facts(
     """id(function) -> parameter -> its fact, for every function called in the file."""
     facts: dict[int, dict[str, Value]] = {}
     for key, (name, calls) in sites.items():
-        ordered = sorted(calls.values(), key=lambda s: s[0])
-        params = {p for _, bound in ordered for p in bound}
+        ordered = sorted(calls.values(), key=lambda s: (s[2] is not None, s[2] or "", s[0]))
+        params = {p for _, bound, _ in ordered for p in bound}
         table = {}
         for p in sorted(params):
-            per_site = [(line, _carried(bound.get(p, UNKNOWN))) for line, bound in ordered]
+            per_site = [(ln, _carried(bound.get(p, UNKNOWN)), path) for ln, bound, path in ordered]
             v = join_sites(p, name, per_site, key in escaped)
             if v is not UNKNOWN:
                 table[p] = v
@@ -137,6 +146,57 @@ def _object(v: Value) -> bool:
 
 def _carried(v: Value) -> Value:
     return UNKNOWN if v.kind in _LOCAL_ONLY and not v.half else v
+
+
+def portable(v: Value) -> Value:
+    """A value passed to another file: its facts, without this file's nodes and lines."""
+    v = _carried(v)
+    if not _hazard(v):
+        return UNKNOWN
+    return replace(
+        v,
+        node=None,
+        inner=None,
+        line=0,
+        name=None,
+        items=None,
+        func=None,
+        instance=None,
+        layer=None,
+        layer_out=None,
+    )
+
+
+def external_sites(
+    tree: ast.Module, calls: list[tuple[str, str, int, tuple, list, dict]]
+) -> dict[int, tuple[str, dict[int, Site]]]:
+    """Sites of this module's top-level functions, from calls in other files:
+    ``(function name, calling path, line, spreads, values, kwvalues)``."""
+    defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    defaults = {
+        id(d): V.const(float(d.value), d)
+        for fn in defs.values()
+        for d in (*fn.args.defaults, *(d for d in fn.args.kw_defaults if d is not None))
+        if type(d) is ast.Constant and type(d.value) in (int, float)
+    }
+    out: dict[int, tuple[str, dict[int, Site]]] = {}
+    for i, (name, path, line, spread, values, kwvalues) in enumerate(calls):
+        fn = defs.get(name)
+        if fn is None:
+            continue
+        bound = bind_call(fn, spread, values, kwvalues, defaults, 0)
+        out.setdefault(id(fn), (name, {}))[1][-1 - i] = (line, bound, path)
+    return out
+
+
+def merged(
+    a: dict[int, tuple[str, dict[int, Site]]], b: dict[int, tuple[str, dict[int, Site]]]
+) -> dict[int, tuple[str, dict[int, Site]]]:
+    out = dict(a)
+    for key, (name, sites) in b.items():
+        mine = out.get(key)
+        out[key] = (mine[0], {**mine[1], **sites}) if mine else (name, sites)
+    return out
 
 
 def worth_another_walk(facts: dict[int, dict[str, Value]], had_hits: bool) -> bool:
@@ -167,7 +227,8 @@ def describe(v: Value) -> str:
         words = "a float16 value"
     else:
         words = "a layer"
-    text = f"; `{via.param}` is {words} passed to `{via.function}` at line {via.line}"
+    where = f"{via.path}:{via.line}" if via.path else f"line {via.line}"
+    text = f"; `{via.param}` is {words} passed to `{via.function}` at {where}"
     if via.maybe:
         text += " (other calls may pass other values)"
     return text

@@ -134,18 +134,34 @@ class Scope:
         return None
 
 
-def walk(file: SourceFile, tree: ast.Module, by_op: dict, by_name: dict) -> Walker:
+def walk(
+    file: SourceFile,
+    tree: ast.Module,
+    by_op: dict,
+    by_name: dict,
+    calls: list | None = None,
+    outgoing: bool = False,
+) -> Walker:
     """Walk the module; while call sites bring new facts into parameters, walk it again
-    with them (a fixed point, at most ``MAX_WALKS`` walks). The last walk's hits count."""
-    walker = Walker(file, by_op, by_name)
+    with them (a fixed point, at most ``MAX_WALKS`` walks). The last walk's hits count.
+
+    ``calls``: calls of this module's functions from other files of the project
+    (``(function, path, line, spreads, values, kwvalues)``), joined with its own.
+    ``outgoing``: record this module's calls of imported functions (``walker.outgoing``).
+    """
+    outside = C.external_sites(tree, calls) if calls else {}
+    facts = C.parameter_facts(outside, set()) if outside else None
+    walker = Walker(file, by_op, by_name, facts)
+    walker.record = outgoing
     walker.module(tree)
     for _ in range(C.MAX_WALKS - 1):
-        facts = C.parameter_facts(walker.sites, walker.escaped)
+        facts = C.parameter_facts(C.merged(walker.sites, outside), walker.escaped)
         if facts == walker.params or not (
             walker.params or C.worth_another_walk(facts, bool(walker.hits))
         ):
             break
         walker = Walker(file, by_op, by_name, facts)
+        walker.record = outgoing
         walker.module(tree)
     return walker
 
@@ -164,6 +180,10 @@ class Walker:
         self.params = params or {}  # id(function) -> parameter -> fact (from call sites)
         self.sites: dict[int, tuple[str, dict[int, C.Site]]] = {}
         self.escaped: set[int] = set()  # functions also used as values: unseen calls
+        # calls of functions imported from elsewhere, when ``record``:
+        # (qualified name, line, spreads, values, kwvalues), for the project pass
+        self.record = False
+        self.outgoing: list[tuple[str, int, tuple, list[Value], dict[str, Value]]] = []
         self.by_op = by_op
         self.by_name = by_name
         self.values: dict[int, Value] = {}
@@ -256,6 +276,11 @@ class Walker:
         elif t is ast.Import or t is ast.ImportFrom:
             for local, qual in import_bindings(st):
                 scope.vars[local] = Value(qual=qual)
+            if t is ast.ImportFrom and st.level:  # from .losses import ce: ``.losses.ce``
+                head = "." * st.level + (st.module + "." if st.module else "")
+                for alias in st.names:
+                    if alias.name != "*":
+                        scope.vars[alias.asname or alias.name] = Value(qual=head + alias.name)
         elif t is ast.Assert:
             self.test(st.test, scope)
         elif t in (ast.Pass, ast.Break, ast.Continue, ast.Global, ast.Nonlocal, ast.Delete):
@@ -684,13 +709,18 @@ class Walker:
 
     def _record(self, fn: ast.AST, node: ast.Call, values, kwvalues, skip: int) -> None:
         """Remember what this call passes to each of ``fn``'s parameters."""
-        bound = C.bind_call(fn, node, values, kwvalues, self.values, skip)
+        bound = C.bind_call(fn, C.spreads(node), values, kwvalues, self.values, skip)
         key = id(fn)
         entry = self.sites.get(key)
         if entry is None:
             entry = self.sites[key] = (C.function_name(fn, node), {})
         old = entry[1].get(id(node))
-        entry[1][id(node)] = (node.lineno, C.merge_site(old[1] if old else None, bound))
+        entry[1][id(node)] = (node.lineno, C.merge_site(old[1] if old else None, bound), None)
+
+    def _outgoing(self, qual: str, node: ast.Call, values, kwvalues) -> None:
+        vals = [C.portable(v) for v in values]
+        kws = {k: C.portable(v) for k, v in kwvalues.items()}
+        self.outgoing.append((qual, node.lineno, C.spreads(node), vals, kws))
 
     def _lambda_scope(self, fn: ast.Lambda, outer: Scope) -> Scope:
         inner = Scope(outer, outer.cls)
@@ -776,6 +806,8 @@ class Walker:
             kind = "sigmoid" if name in ("sigmoid", "expit") else "softmax"
             return V.prob(kind, node, operands[0] if operands else None, fw, False)
         if fw is None:
+            if self.record and self.emit:
+                self._outgoing(qual, node, values, kwv)
             return UNKNOWN
         if qual in ("torch.autograd.grad", "jax.grad"):
             return Value(kind="grad", fw=fw, node=node, line=node.lineno)

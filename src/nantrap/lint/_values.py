@@ -43,6 +43,7 @@ class CallSite:
     function: str
     line: int
     maybe: bool = False
+    path: str | None = None  # the calling file, when it is another file of the project
 
 
 @dataclass(frozen=True, slots=True)
