@@ -370,3 +370,20 @@ def test_project_calls_never_reach_outside_files(tmp_path: Path):
         },
     )
     assert lint_paths([root]).findings == []
+
+
+def test_a_fact_flowing_through_computation_keeps_its_call_site():
+    src = """
+        import numpy as np
+
+        def xent(labels, logits):
+            e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            probs = e / e.sum(axis=-1, keepdims=True)
+            return -np.sum(labels * np.log(probs + 1.0e-20), axis=-1)
+
+        a = xent(y, np.array(z).astype(np.float16))
+        b = xent(y, np.array(z).astype(np.float32))
+        """
+    f = one(src)
+    assert (f.code, f.location.line, f.severity) == ("NT202", 6, Severity.WARNING)
+    assert "`logits` is a float16 value passed to `xent` at line 8 (other calls" in f.message

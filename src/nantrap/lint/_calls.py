@@ -108,7 +108,7 @@ def join_sites(
     if acc.kind or acc.half or _object(acc):
         line, _, path = next((s for s in sites if s[1].kind == acc.kind), sites[0])
         maybe = escaped or any(v.via is not None and v.via.maybe for _, v, _ in sites)
-        via = CallSite(param, name, line, maybe=maybe, path=path)
+        via = CallSite(param, name, line, maybe=maybe, path=path, what=words(acc))
         return replace(acc, via=via, name=param)
     hazards = [s for s in sites if _hazard(s[1])]
     if not hazards:
@@ -117,7 +117,8 @@ def join_sites(
     for _, v, _ in hazards[1:]:
         if v.kind == first.kind:
             first = V.join(first, v)
-    return replace(first, via=CallSite(param, name, line, maybe=True, path=path), name=param)
+    via = CallSite(param, name, line, maybe=True, path=path, what=words(first))
+    return replace(first, via=via, name=param)
 
 
 def parameter_facts(
@@ -216,19 +217,20 @@ _WORDS = {
 }
 
 
+def words(v: Value) -> str:
+    """A parameter's fact in words: ``a softmax output``."""
+    if v.kind:
+        return _WORDS.get(v.kind) or V.MAY_ZERO.get(v.kind) or f"a {v.kind} value"
+    if v.instance is not None:
+        return f"a `{v.instance.name}`"
+    return "a float16 value" if v.half else "a layer"
+
+
 def describe(v: Value) -> str:
     """``; `p` is a softmax output passed to `ce` at line 12`` for a finding's message."""
     via = v.via
-    if v.kind:
-        words = _WORDS.get(v.kind) or V.MAY_ZERO.get(v.kind) or f"a {v.kind} value"
-    elif v.instance is not None:
-        words = f"a `{v.instance.name}`"
-    elif v.half:
-        words = "a float16 value"
-    else:
-        words = "a layer"
     where = f"{via.path}:{via.line}" if via.path else f"line {via.line}"
-    text = f"; `{via.param}` is {words} passed to `{via.function}` at {where}"
+    text = f"; `{via.param}` is {via.what} passed to `{via.function}` at {where}"
     if via.maybe:
         text += " (other calls may pass other values)"
     return text

@@ -583,7 +583,20 @@ class Walker:
                 elif type(child) is ast.keyword:
                     self.expr(child.value, scope)
             v = UNKNOWN
+        if self.params and v.via is None and (v.half or v.base) and t in _DERIVED:
+            v = self._inherit(node, v)
         self.values[id(node)] = v
+        return v
+
+    def _inherit(self, node: ast.expr, v: Value) -> Value:
+        """A value computed from a parameter's fact keeps the call site that brought it
+        when the fact flows into it (float16 stays float16; ``1 - p`` of a softmax ``p``)."""
+        for child in _operands(node):
+            c = self.values.get(id(child))
+            if (c is not None and c.via is not None) and (
+                (v.half and c.half) or (v.base and v.base == c.kind)
+            ):
+                return replace(v, via=c.via)
         return v
 
     def attribute(self, node: ast.Attribute, scope: Scope) -> Value:
@@ -972,6 +985,23 @@ class Walker:
             return Value(kind="unit", lo=-1.0, hi=1.0, node=node, line=node.lineno, fw=fw)
         inner = operands[0] if operands else None
         return V.result(op, values, node, fw, inner=inner)
+
+
+_DERIVED = (ast.Call, ast.BinOp, ast.UnaryOp, ast.Subscript)
+
+
+def _operands(node: ast.expr) -> list[ast.expr]:
+    t = type(node)
+    if t is ast.BinOp:
+        return [node.left, node.right]
+    if t is ast.UnaryOp:
+        return [node.operand]
+    if t is ast.Subscript:
+        return [node.value]
+    out = [*node.args, *(k.value for k in node.keywords)]
+    if type(node.func) is ast.Attribute:
+        out.append(node.func.value)
+    return out
 
 
 def _arg(operands, values, kw, kwv, i, names):

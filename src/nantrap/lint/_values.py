@@ -44,6 +44,7 @@ class CallSite:
     line: int
     maybe: bool = False
     path: str | None = None  # the calling file, when it is another file of the project
+    what: str = ""  # the fact in words ("a softmax output")
 
 
 @dataclass(frozen=True, slots=True)
