@@ -18,9 +18,17 @@ from nantrap.lint import _values as V
 from nantrap.lint._values import UNKNOWN, CallSite, Value
 
 MAX_WALKS = 4  # the first walk plus up to three rounds (chains of calls, recursion)
-# Facts too common to carry into a parameter: any layer output is "linear", and helpers
-# such as a VAE's ``reparameterize(mu, logvar)`` exp them by design.
-_LOCAL_ONLY = frozenset({"linear"})
+# The facts carried into a parameter: those the rules report on, and the guards. Not
+# "linear" (any layer output; helpers such as a VAE's ``reparameterize(mu, logvar)`` exp
+# it by design), nor facts no rule reads (random, a sum, a max...): they would only cost
+# walks.
+_HAZARDS = (
+    V.PROB
+    | set(V.MAY_ZERO)
+    | {"one_minus", "clip", "exp", "sum_exp", "one_plus_exp", "diff", "square", "unit"}
+    | {"unitdot", "cos", "tanh", "ratio", "sqrt"}
+)
+_GUARDS = frozenset({"const", "logprob"})
 
 # One call: its line, parameter name -> value, the calling file (None: this file).
 Site = tuple[int, dict[str, Value], str | None]
@@ -92,7 +100,7 @@ def merge_site(old: dict[str, Value] | None, new: dict[str, Value]) -> dict[str,
 
 
 def _hazard(v: Value) -> bool:
-    return (bool(v.kind) and v.kind != "const") or v.half
+    return v.kind in _HAZARDS or v.half
 
 
 def join_sites(
@@ -146,7 +154,9 @@ def _object(v: Value) -> bool:
 
 
 def _carried(v: Value) -> Value:
-    return UNKNOWN if v.kind in _LOCAL_ONLY and not v.half else v
+    if not v.kind or v.kind in _HAZARDS or v.kind in _GUARDS:
+        return v
+    return Value(half=True, fw=v.fw) if v.half else UNKNOWN
 
 
 def portable(v: Value) -> Value:
