@@ -4,10 +4,11 @@ Lints each installed package's tree (torch, keras, numpy, transformers, torchmet
 lightning, tensorflow by default) with the default configuration and counts findings
 (NT901, "could not read this file", is counted apart). Well-kept library code is taken
 as clean, so every finding counts as a false positive (some are true, deliberate
-reference code). ``--out FILE`` writes every finding as ``path:line: CODE message`` to
-compare two runs.
+reference code). Each tree is linted as one project (``lint_paths``: calls across its
+files count); ``--per-file`` lints each file alone, as ``nantrap lint`` does.
+``--out FILE`` writes every finding as ``path:line: CODE message`` to compare two runs.
 
-    python bench/lint_fp.py [PACKAGE_OR_DIR ...] [--out findings.txt]
+    python bench/lint_fp.py [PACKAGE_OR_DIR ...] [--per-file] [--out findings.txt]
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nantrap.lint import LintConfig, lint_paths  # noqa: E402
+from nantrap.findings import Report  # noqa: E402
+from nantrap.lint import LintConfig, discover, lint_file, lint_paths  # noqa: E402
 
 DEFAULT = ("torch", "keras", "numpy", "transformers", "torchmetrics", "lightning", "tensorflow")
 
@@ -45,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trees", nargs="*", default=list(DEFAULT))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--per-file", action="store_true")
     args = parser.parse_args()
     total_lines = total = 0
     codes: Counter[str] = Counter()
@@ -56,7 +59,12 @@ def main() -> None:
             print(f"{name}: not installed, skipped")
             continue
         lines = count_lines(tree)
-        report = lint_paths([tree], LintConfig())
+        if args.per_file:
+            report = Report(engine="lint")
+            for path in discover([tree], LintConfig()):
+                report.extend(lint_file(path, LintConfig()))
+        else:
+            report = lint_paths([tree], LintConfig())
         found = [f for f in report.findings if f.code != "NT901"]
         unreadable = len(report.findings) - len(found)
         total_lines += lines

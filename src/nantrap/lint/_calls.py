@@ -1,4 +1,5 @@
-"""Facts into function parameters, from the call sites in the same file.
+"""Facts into function parameters, from their call sites (in the file; and, for
+``lint_paths``, in the other files linted with it: see ``_imports``).
 
 The walker records, at every call of a user function (a module-level or nested ``def``,
 ``self.method(...)``, a lambda bound to a name), the value of each argument bound to
@@ -22,7 +23,7 @@ MAX_WALKS = 4  # the first walk plus up to three rounds (chains of calls, recurs
 # "linear" (any layer output; helpers such as a VAE's ``reparameterize(mu, logvar)`` exp
 # it by design), nor facts no rule reads (random, a sum, a max...): they would only cost
 # walks.
-_HAZARDS = (
+_HAZARDS = frozenset(
     V.PROB
     | set(V.MAY_ZERO)
     | {"one_minus", "clip", "exp", "sum_exp", "one_plus_exp", "diff", "square", "unit"}
