@@ -387,3 +387,19 @@ def test_a_fact_flowing_through_computation_keeps_its_call_site():
     f = one(src)
     assert (f.code, f.location.line, f.severity) == ("NT202", 6, Severity.WARNING)
     assert "`logits` is a float16 value passed to `xent` at line 8 (other calls" in f.message
+
+
+def test_a_constant_argument_is_not_named_as_the_cause():
+    f = one(
+        """
+        import torch
+
+        def softplus_by_hand(x):
+            return torch.log(1 + torch.exp(x))
+
+        a = softplus_by_hand(3.0)
+        b = softplus_by_hand(100.0)
+        """
+    )
+    assert (f.code, f.location.line, f.severity) == ("NT113", 4, Severity.ERROR)
+    assert "passed to" not in f.message

@@ -593,7 +593,7 @@ class Walker:
         when the fact flows into it (float16 stays float16; ``1 - p`` of a softmax ``p``)."""
         for child in _operands(node):
             c = self.values.get(id(child))
-            if (c is not None and c.via is not None) and (
+            if (c is not None and c.via is not None and c.kind != "const") and (
                 (v.half and c.half) or (v.base and v.base == c.kind)
             ):
                 return replace(v, via=c.via)
