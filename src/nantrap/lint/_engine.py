@@ -15,6 +15,8 @@ import math
 import re
 from dataclasses import replace
 
+from nantrap.findings import Severity
+from nantrap.lint import _calls as C
 from nantrap.lint import _values as V
 from nantrap.lint._names import canonical, dotted, framework_of, import_bindings, lookup
 from nantrap.lint._rule import Hit, OpCall, Rule
@@ -132,11 +134,56 @@ class Scope:
         return None
 
 
+def walk(
+    file: SourceFile,
+    tree: ast.Module,
+    by_op: dict,
+    by_name: dict,
+    calls: list | None = None,
+    outgoing: bool = False,
+) -> Walker:
+    """Walk the module; while call sites bring new facts into parameters, walk it again
+    with them (a fixed point, at most ``MAX_WALKS`` walks). The last walk's hits count.
+
+    ``calls``: calls of this module's functions from other files of the project
+    (``(function, path, line, spreads, values, kwvalues)``), joined with its own.
+    ``outgoing``: record this module's calls of imported functions (``walker.outgoing``).
+    """
+    outside = C.external_sites(tree, calls) if calls else {}
+    facts = C.parameter_facts(outside, set()) if outside else None
+    walker = Walker(file, by_op, by_name, facts)
+    walker.record = outgoing
+    walker.module(tree)
+    for _ in range(C.MAX_WALKS - 1):
+        facts = C.parameter_facts(C.merged(walker.sites, outside), walker.escaped)
+        if facts == walker.params or not (
+            walker.params or C.worth_another_walk(facts, bool(walker.hits))
+        ):
+            break
+        walker = Walker(file, by_op, by_name, facts)
+        walker.record = outgoing
+        walker.module(tree)
+    return walker
+
+
 class Walker:
     """Walks one module; collects ``(rule, Hit)`` pairs in ``hits``."""
 
-    def __init__(self, file: SourceFile, by_op: dict[str, list[Rule]], by_name: dict) -> None:
+    def __init__(
+        self,
+        file: SourceFile,
+        by_op: dict[str, list[Rule]],
+        by_name: dict,
+        params: dict[int, dict[str, Value]] | None = None,
+    ) -> None:
         self.file = file
+        self.params = params or {}  # id(function) -> parameter -> fact (from call sites)
+        self.sites: dict[int, tuple[str, dict[int, C.Site]]] = {}
+        self.escaped: set[int] = set()  # functions also used as values: unseen calls
+        # calls of functions imported from elsewhere, when ``record``:
+        # (qualified name, line, spreads, values, kwvalues), for the project pass
+        self.record = False
+        self.outgoing: list[tuple[str, int, tuple, list[Value], dict[str, Value]]] = []
         self.by_op = by_op
         self.by_name = by_name
         self.values: dict[int, Value] = {}
@@ -229,6 +276,11 @@ class Walker:
         elif t is ast.Import or t is ast.ImportFrom:
             for local, qual in import_bindings(st):
                 scope.vars[local] = Value(qual=qual)
+            if t is ast.ImportFrom and st.level:  # from .losses import ce: ``.losses.ce``
+                head = "." * st.level + (st.module + "." if st.module else "")
+                for alias in st.names:
+                    if alias.name != "*":
+                        scope.vars[alias.asname or alias.name] = Value(qual=head + alias.name)
         elif t is ast.Assert:
             self.test(st.test, scope)
         elif t in (ast.Pass, ast.Break, ast.Continue, ast.Global, ast.Nonlocal, ast.Delete):
@@ -297,9 +349,10 @@ class Walker:
         args = fn.args
         for d in (*args.defaults, *(d for d in args.kw_defaults if d is not None)):
             self.expr(d, outer)
+        facts = self.params.get(id(fn), {})
         for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
             if a is not None:
-                scope.vars[a.arg] = UNKNOWN
+                scope.vars[a.arg] = facts.get(a.arg, UNKNOWN)
         saved = self.no_grad, self.scope, self.guard_depth
         self.no_grad = self.no_grad or any(_is_no_grad(d) for d in fn.decorator_list)
         self.scope = scope
@@ -315,6 +368,17 @@ class Walker:
         key = id(fn)
         if key in self._summaries:
             return self._summaries[key]
+        if type(fn) is ast.Lambda and key not in self._busy:
+            self._busy.add(key)
+            saved = self.emit
+            self.emit = False
+            try:
+                result = self.expr(fn.body, self._lambda_scope(fn, outer))
+            finally:
+                self.emit = saved
+                self._busy.discard(key)
+            self._summaries[key] = result
+            return result
         if key in self._busy or not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             return UNKNOWN
         self._busy.add(key)
@@ -424,6 +488,8 @@ class Walker:
         t = type(node)
         if t is ast.Name:
             v = self.lookup(node.id, scope) or UNKNOWN
+            if v.func is not None:  # passed or stored as a value: calls we cannot see
+                self.escaped.add(id(v.func))
         elif t is ast.Call:
             v = self.call(node, scope)
         elif t is ast.Attribute:
@@ -482,11 +548,10 @@ class Walker:
             self.guard_depth -= 1
             v = V.join(a, b)
         elif t is ast.Lambda:
-            inner = Scope(scope, scope.cls)
-            for a in node.args.args:
-                inner.vars[a.arg] = UNKNOWN
-            self.expr(node.body, inner)
-            v = UNKNOWN
+            for d in (*node.args.defaults, *(d for d in node.args.kw_defaults if d)):
+                self.expr(d, scope)
+            self.expr(node.body, self._lambda_scope(node, scope))
+            v = Value(func=node, line=node.lineno)
         elif t in (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp):
             inner = Scope(scope, scope.cls)
             for gen in node.generators:
@@ -518,7 +583,20 @@ class Walker:
                 elif type(child) is ast.keyword:
                     self.expr(child.value, scope)
             v = UNKNOWN
+        if self.params and v.via is None and (v.half or v.base) and t in _DERIVED:
+            v = self._inherit(node, v)
         self.values[id(node)] = v
+        return v
+
+    def _inherit(self, node: ast.expr, v: Value) -> Value:
+        """A value computed from a parameter's fact keeps the call site that brought it
+        when the fact flows into it (float16 stays float16; ``1 - p`` of a softmax ``p``)."""
+        for child in _operands(node):
+            c = self.values.get(id(child))
+            if (c is not None and c.via is not None and c.kind != "const") and (
+                (v.half and c.half) or (v.base and v.base == c.kind)
+            ):
+                return replace(v, via=c.via)
         return v
 
     def attribute(self, node: ast.Attribute, scope: Scope) -> Value:
@@ -624,6 +702,10 @@ class Walker:
         if guard:
             self.guard_depth -= 1
 
+        callee = user[0] if user is not None else fval.func if fval is not None else None
+        if callee is not None and type(callee) is not ast.ClassDef:
+            skip = 1 if user is not None and not C.is_static(callee) else 0
+            self._record(callee, node, values, kwvalues, skip)
         if user is not None:
             return self.summary(user[0], user[1]["outer"], user[1])
         if fval is not None:
@@ -637,6 +719,30 @@ class Walker:
                 qual, last, node, recv_node, recv, operands, values, keywords, kwvalues
             )
         return self.function_call(qual, last, node, operands, values, keywords, kwvalues)
+
+    def _record(self, fn: ast.AST, node: ast.Call, values, kwvalues, skip: int) -> None:
+        """Remember what this call passes to each of ``fn``'s parameters."""
+        bound = C.bind_call(fn, C.spreads(node), values, kwvalues, self.values, skip)
+        key = id(fn)
+        entry = self.sites.get(key)
+        if entry is None:
+            entry = self.sites[key] = (C.function_name(fn, node), {})
+        old = entry[1].get(id(node))
+        entry[1][id(node)] = (node.lineno, C.merge_site(old[1] if old else None, bound), None)
+
+    def _outgoing(self, qual: str, node: ast.Call, values, kwvalues) -> None:
+        vals = [C.portable(v) for v in values]
+        kws = {k: C.portable(v) for k, v in kwvalues.items()}
+        self.outgoing.append((qual, node.lineno, C.spreads(node), vals, kws))
+
+    def _lambda_scope(self, fn: ast.Lambda, outer: Scope) -> Scope:
+        inner = Scope(outer, outer.cls)
+        facts = self.params.get(id(fn), {})
+        args = fn.args
+        for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+            if a is not None:
+                inner.vars[a.arg] = facts.get(a.arg, UNKNOWN)
+        return inner
 
     def call_value(self, fval, node, operands, values, keywords, kwvalues) -> Value:
         if fval.layer:
@@ -713,6 +819,8 @@ class Walker:
             kind = "sigmoid" if name in ("sigmoid", "expit") else "softmax"
             return V.prob(kind, node, operands[0] if operands else None, fw, False)
         if fw is None:
+            if self.record and self.emit:
+                self._outgoing(qual, node, values, kwv)
             return UNKNOWN
         if qual in ("torch.autograd.grad", "jax.grad"):
             return Value(kind="grad", fw=fw, node=node, line=node.lineno)
@@ -783,14 +891,34 @@ class Walker:
             if rules or named:
                 call = OpCall(op, qual, node, operands, values, kw, kwv, fw, method, self)
                 for rule in (*rules, *named):
+                    call.read = []
                     try:
-                        self.hits.extend((rule, hit) for hit in rule.check(call))
+                        hits = list(rule.check(call))
+                        self.hits.extend((rule, self._via(hit, call.read)) for hit in hits)
                     except Exception as exc:  # a rule bug must not stop the file
                         self.errors.append((rule.CODE, node, exc))
         if op is None:
             return Value(fw=fw)
         out = self.transfer(op, qual, node, operands, values, kw, kwv, fw)
         return out if out.fw or not fw else replace(out, fw=fw)
+
+    def _via(self, hit: Hit, read: list[Value]) -> Hit:
+        """A finding that rests on a parameter's fact (the rule read a value that came
+        from a call site) names the call site; a *maybe* fact makes it a warning."""
+        for v in read:
+            if v.via is None or v.kind == "const" or not (v.kind or v.half):
+                continue
+            evidence = {
+                **hit.evidence,
+                "parameter": v.via.param,
+                "call_line": v.via.line,
+                "maybe": v.via.maybe,
+            }
+            severity = Severity.WARNING if v.via.maybe else hit.severity
+            return replace(
+                hit, message=hit.message + C.describe(v), evidence=evidence, severity=severity
+            )
+        return hit
 
     def transfer(self, op, qual, node, operands, values, kw, kwv, fw) -> Value:
         a = values[0] if values else UNKNOWN
@@ -857,6 +985,23 @@ class Walker:
             return Value(kind="unit", lo=-1.0, hi=1.0, node=node, line=node.lineno, fw=fw)
         inner = operands[0] if operands else None
         return V.result(op, values, node, fw, inner=inner)
+
+
+_DERIVED = (ast.Call, ast.BinOp, ast.UnaryOp, ast.Subscript)
+
+
+def _operands(node: ast.expr) -> list[ast.expr]:
+    t = type(node)
+    if t is ast.BinOp:
+        return [node.left, node.right]
+    if t is ast.UnaryOp:
+        return [node.operand]
+    if t is ast.Subscript:
+        return [node.value]
+    out = [*node.args, *(k.value for k in node.keywords)]
+    if type(node.func) is ast.Attribute:
+        out.append(node.func.value)
+    return out
 
 
 def _arg(operands, values, kw, kwv, i, names):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from nantrap.findings import Severity
 from nantrap.lint._values import UNKNOWN, Value
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class Hit:
     replacement: str | None = None  # new text for ``node``'s span
     safe: bool = False  # the replacement preserves semantics (applied by --fix)
     evidence: dict[str, Any] = field(default_factory=dict)
+    severity: Severity | None = None  # None: the catalog entry's
 
 
 @dataclass
@@ -65,17 +67,22 @@ class OpCall:
     fw: str | None
     method: bool
     walker: Walker
+    read: list[Value] = field(default_factory=list)  # what the rule looked at, in order
 
     def operand(self, i: int, kw: str | None = None) -> tuple[ast.expr | None, Value]:
         if i < len(self.operands):
+            self.read.append(self.values[i])
             return self.operands[i], self.values[i]
         if kw is not None and kw in self.keywords:
+            self.read.append(self.kwvalues[kw])
             return self.keywords[kw], self.kwvalues[kw]
         return None, UNKNOWN
 
     def value_of(self, node: ast.AST) -> Value:
         """The value the engine computed for a sub-expression of this call."""
-        return self.walker.values.get(id(node), UNKNOWN)
+        v = self.walker.values.get(id(node), UNKNOWN)
+        self.read.append(v)
+        return v
 
     @property
     def differentiable(self) -> bool:

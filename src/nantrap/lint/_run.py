@@ -9,12 +9,14 @@ import re
 import tokenize
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from nantrap.findings import Edit, Finding, Location, Report
 from nantrap.lint._config import LintConfig
-from nantrap.lint._engine import SourceFile, Walker
+from nantrap.lint._engine import SourceFile, walk
 from nantrap.lint._fix import apply_edits
+from nantrap.lint._imports import Project, plain_calls
 from nantrap.lint._notebook import Notebook, cell_sources, parse_notebook
 from nantrap.lint._rule import Hit, Rule, all_rules
 from nantrap.traps import get_trap
@@ -51,9 +53,16 @@ def lint_source(
     source: str, path: str = "<string>", config: LintConfig | None = None
 ) -> list[Finding]:
     """Findings for one module's source text, sorted by position. Never raises."""
-    config = config or LintConfig()
+    return _lint_text(source, path, config or LintConfig())
+
+
+def _lint_text(
+    source: str, path: str, config: LintConfig, calls: list | None = None, sink=None
+) -> list[Finding]:
+    """``lint_source`` with the project pass's inputs (calls from other files) and output
+    (``sink(calls)`` receives this file's calls of imported functions)."""
     try:
-        return _lint(source, path, config)
+        return _lint(source, path, config, calls, sink)
     except (SyntaxError, ValueError) as exc:
         return _unreadable(path, config, _syntax_message(exc), getattr(exc, "lineno", None))
     except RecursionError:
@@ -64,16 +73,19 @@ def lint_source(
         return _unreadable(path, config, f"internal error ({type(exc).__name__}: {exc})")
 
 
-def _lint(source: str, path: str, config: LintConfig) -> list[Finding]:
+def _lint(source: str, path: str, config: LintConfig, calls=None, sink=None) -> list[Finding]:
     if _IGNORE_FILE.search(source):
         return []
     tree = ast.parse(source, filename=path)
     if not _TRIGGERS.search(source):
+        if sink is not None:
+            sink(plain_calls(tree))
         return []
     rules = _rules(config, path)
     file = SourceFile(path, source, tree)
-    walker = Walker(file, rules.by_op, rules.by_name)
-    walker.module(tree)
+    walker = walk(file, tree, rules.by_op, rules.by_name, calls, outgoing=sink is not None)
+    if sink is not None:
+        sink(walker.outgoing)
     findings = []
     seen = set()
     for rule, hit in walker.hits:
@@ -108,7 +120,7 @@ def _finding(file: SourceFile, code: str, hit: Hit) -> Finding:
             end_col=end_col,
             source_line=file.line(line).strip(),
         ),
-        severity=trap.severity,
+        severity=hit.severity or trap.severity,
         evidence=hit.evidence,
         fix=hit.fix,
         edits=edits,
@@ -266,15 +278,33 @@ def _walk(root: Path, config: LintConfig, base: Path) -> Iterator[Path]:
 
 
 def lint_paths(paths: Iterable[Path | str], config: LintConfig | None = None) -> Report:
-    """Lint every file under ``paths``; the Report's meta counts files and lines."""
+    """Lint every file under ``paths`` as one project: a function imported from another
+    of these files (``from .losses import cross_entropy``) gets facts into its parameters
+    from the calls there too (one round: the callee's file is linted again with them)."""
     config = config or LintConfig()
+    roots = [Path(p) for p in paths]
+    files = list(discover(roots, config))
+    project = Project(roots, files)
+    found: dict[Path, list[Finding]] = {}
+    for path in files:
+        if path.suffix == ".py":
+            found[path] = _lint_path(path, config, sink=partial(project.add, path))
+        else:
+            found[path] = lint_file(path, config)
+    for path, calls in project.incoming.items():
+        found[path] = _lint_path(path, config, calls=calls)
     report = Report(engine="lint")
-    files = 0
-    for path in discover([Path(p) for p in paths], config):
-        files += 1
-        report.extend(lint_file(path, config))
-    report.meta.update(files=files)
+    for path in files:
+        report.extend(found[path])
+    report.meta.update(files=len(files))
     return report
+
+
+def _lint_path(path: Path, config: LintConfig, calls=None, sink=None) -> list[Finding]:
+    text, problems = read_source(path, config)
+    if text is None:
+        return problems
+    return _lint_text(text, str(path), config, calls, sink)
 
 
 # ---- fixing -----------------------------------------------------------------------------------

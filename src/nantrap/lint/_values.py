@@ -32,6 +32,22 @@ MAY_ZERO = {
 
 
 @dataclass(frozen=True, slots=True)
+class CallSite:
+    """Where a parameter's fact came from: ``p`` of ``cross_entropy``, passed at line 12.
+
+    ``maybe``: only some call sites pass it (or the function is also used as a value, so
+    some calls are unseen); findings that rest on it are warnings, never errors.
+    """
+
+    param: str
+    function: str
+    line: int
+    maybe: bool = False
+    path: str | None = None  # the calling file, when it is another file of the project
+    what: str = ""  # the fact in words ("a softmax output")
+
+
+@dataclass(frozen=True, slots=True)
 class Value:
     """Facts about one value. The defaults mean "nothing known"."""
 
@@ -55,6 +71,7 @@ class Value:
     instance: ast.ClassDef | None = None  # an instance of a class defined in this file
     items: tuple[Value, ...] | None = None  # a tuple's elements (``return probs, logits``)
     picked: bool = False  # elements picked by index (p[range(n), y], p.gather(1, y))
+    via: CallSite | None = None  # a parameter's fact, brought by a call site
 
     @property
     def is_prob(self) -> bool:
