@@ -143,3 +143,24 @@ def test_notebook(project: Path):
     (project / "nb.ipynb").write_text(json.dumps({"cells": cells, "metadata": {}}))
     out = run_nantrap("lint", "nb.ipynb", cwd=project)
     assert out.stdout.startswith("nb.ipynb:cell 2:1:5: NT104"), out.stdout
+
+
+def test_a_function_imported_from_another_linted_file_gets_its_callers_facts(tmp_path: Path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "losses.py").write_text(
+        "import torch\n\n\ndef cross_entropy(p, y):\n    return -(y * torch.log(p)).sum(1).mean()\n"
+    )
+    (pkg / "train.py").write_text(
+        "import torch\nfrom .losses import cross_entropy\n\n\ndef step(model, x, y):\n"
+        "    probs = torch.softmax(model(x), dim=1)\n"
+        "    return cross_entropy(probs, y)\n"
+    )
+    out = run_nantrap("lint", "pkg", "--format", "json", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    (f,) = json.loads(out.stdout)["findings"]
+    assert f["code"] == "NT105" and f["location"]["line"] == 5  # hand-written CE on softmax
+    assert f["location"]["path"].endswith("losses.py") and "train.py:7" in f["message"]
+    alone = run_nantrap("lint", "pkg/losses.py", "--format", "json", cwd=tmp_path)
+    assert all("train.py" not in g["message"] for g in json.loads(alone.stdout)["findings"])

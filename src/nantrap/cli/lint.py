@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         find_pyproject,
         fix_file,
         fix_source,
-        lint_file,
+        lint_paths,
         lint_source,
         load_config,
         unified_diff,
@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             print(f"nantrap lint: error: no such file or folder: {missing[0]}", file=sys.stderr)
             return 2
-        files = list(discover([Path(p) for p in args.paths], config))
+        roots = [Path(p) for p in args.paths]
+        files = list(discover(roots, config))
         for path in files:
             if args.fix or args.diff:
                 old, new, n = fix_file(path, config, unsafe=unsafe)
@@ -113,8 +114,10 @@ def run(args: argparse.Namespace) -> int:
                         continue
                     _write(path, new)
                     fixed += n
-            if not args.diff:
-                report.extend(lint_file(path, config))
+        if not args.diff:
+            # one project: a function imported from another linted file gets the facts of
+            # the calls there too
+            report.extend(lint_paths(roots, config).findings)
         report.meta["files"] = len(files)
         if args.diff:
             if diffs:
