@@ -44,6 +44,7 @@ from nantrap.tf.probe import OptimizerPatch, Probe, check_strategy, replicas, wr
 __all__ = ["Instrument"]
 
 SAMPLE_ROWS = 16  # rows of the batch an early-warning sample traces
+PROBE_KEY = "__nantrap_probe__"  # the probe ring, returned by the step itself (then removed)
 
 
 class Instrument(ModelPatches):
@@ -74,6 +75,10 @@ class Instrument(ModelPatches):
         self.batches: list[Any] = []  # the last execution's batches, in step order
         self._loss: Any = None
         self._execution: Any = None
+        # one step per call on one replica: the step returns the probe ring with its logs,
+        # so reading it costs no device op of its own
+        self.inline = self.rows == 1 and self.replicas == 1
+        self._returned: Any = None
         self.metric_vars = [*getattr(model, "metrics_variables", ()), *step_state(model)]
 
     # install ----------------------------------------------------------------------------
@@ -102,7 +107,8 @@ class Instrument(ModelPatches):
         """Each step since the last call (every step of the last execution), in order, with
         the replays of that step's batch and seeds (none when the step cannot be matched to
         its batch)."""
-        readings = self.probe.read_new()
+        returned, self._returned = self._returned, None
+        readings = self.probe.read_new(returned)
         if len(readings) != len(self.batches):
             return [StepRun(r) for r in readings]
         out = []
@@ -171,9 +177,13 @@ class Instrument(ModelPatches):
         if not batches:
             raise StopIteration
         self.batches = batches
-        if len(batches) == 1:
-            return self._orig_function(iter(batches))
-        return self._execution(tuple(batches))
+        if len(batches) > 1:
+            return self._execution(tuple(batches))
+        logs = self._orig_function(iter(batches))
+        if isinstance(logs, dict) and PROBE_KEY in logs:
+            logs = dict(logs)
+            self._returned = logs.pop(PROBE_KEY).numpy()
+        return logs
 
     def _train_step(self, data: Any) -> Any:
         if self.seed_vars:
@@ -186,7 +196,7 @@ class Instrument(ModelPatches):
         logs = type(self.model).train_step(self.model, data)
         applied = self.patch.applied
         if applied is None or not self.metric_vars:
-            return logs
+            return self._with_probe(logs)
 
         def _undo() -> tf.Tensor:
             for v, value in zip(self.metric_vars, before, strict=True):
@@ -198,8 +208,14 @@ class Instrument(ModelPatches):
             with tf.control_dependencies([restored]):
                 fresh = self.model.get_metrics_result()
             if set(fresh) == set(logs):
-                return fresh
-        return logs
+                return self._with_probe(fresh)
+        return self._with_probe(logs)
+
+    def _with_probe(self, logs: Any) -> Any:
+        """``logs`` and the probe ring after this step's write (see ``inline``)."""
+        if not (self.inline and isinstance(logs, dict)):
+            return logs
+        return {**logs, PROBE_KEY: self.probe.values.read_value()}
 
     def _remember_loss(self, loss: Any) -> None:
         self._loss = loss

@@ -161,17 +161,19 @@ class Probe:
         """The latest recorded step (one device read)."""
         return max(self._rows(), key=lambda r: r.steps)
 
-    def read_new(self) -> list[ProbeReading]:
-        """Every step recorded since the last ``read_new``, oldest first (one device read).
+    def read_new(self, values: Any = None) -> list[ProbeReading]:
+        """Every step recorded since the last ``read_new``, oldest first (one device read,
+        none when ``values``, the ring as the step returned it, is given).
 
         At most ``rows`` steps: an execution longer than the ring loses its oldest steps.
         """
-        new = sorted((r for r in self._rows() if r.steps > self._seen), key=lambda r: r.steps)
+        new = sorted((r for r in self._rows(values) if r.steps > self._seen), key=lambda r: r.steps)
         if new:
             self._seen = new[-1].steps
         return new
 
-    def _rows(self) -> list[ProbeReading]:
+    def _rows(self, values: Any = None) -> list[ProbeReading]:
+        values = self.values if values is None else values
         return [
             ProbeReading(
                 loss=float(v[0]),
@@ -181,7 +183,7 @@ class Probe:
                 loss_scale=float(v[4]),
                 steps=int(v[5]) if math.isfinite(v[5]) else 0,
             )
-            for v in np.asarray(self.values.numpy(), dtype=np.float64)
+            for v in np.asarray(values, dtype=np.float64)
         ]
 
     def set_ceiling(self, value: float) -> None:
