@@ -13,7 +13,7 @@ divergence from the history, localization by an eager op-by-op replay of the fai
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 
@@ -23,9 +23,6 @@ from nantrap.guard.config import GuardConfig
 from nantrap.guard.engine import GuardEngine
 from nantrap.guard.policy import Action
 from nantrap.keras.guard import KerasGuard, check_shares
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["NanTrap"]
 
