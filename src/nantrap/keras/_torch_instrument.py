@@ -35,9 +35,8 @@ __all__ = ["TorchInstrument", "TorchProbe"]
 class TorchProbe:
     """The eager gate around a Keras optimizer's ``apply`` and the step's numbers."""
 
-    def __init__(self, optimizer: Any, *, gate: bool = True):
+    def __init__(self, optimizer: Any):
         self.optimizer = optimizer
-        self.gate = gate
         self.loss: torch.Tensor | None = None  # set by the instrument while a step runs
         self.applied = True
         self._ceiling = math.inf
@@ -123,7 +122,7 @@ class TorchProbe:
         if loss is not None:
             ok = ok and math.isfinite(loss_v) and loss_v <= self._ceiling
         result = None
-        self.applied = ok or not self.gate
+        self.applied = ok
         self.dropped = None if self.applied else (grads, trainable_variables)
         if self.applied:
             result = self._original(grads, trainable_variables)
@@ -135,9 +134,9 @@ class TorchProbe:
 class TorchInstrument(ModelPatches):
     """The probe and the patches of one model; see the module docstring."""
 
-    def __init__(self, model: Any, *, gate: bool = True, on_error: Any = None):
+    def __init__(self, model: Any, *, on_error: Any = None):
         super().__init__(model, on_error=on_error)
-        self.probe = TorchProbe(model.optimizer, gate=gate)
+        self.probe = TorchProbe(model.optimizer)
         self.optimizer_patch = self.probe
         self.last_batch: Any = None
         self.seed_vars = [v for v in model.variables if is_seed_state(v)]

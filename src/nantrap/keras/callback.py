@@ -128,10 +128,9 @@ class NanTrap(keras.callbacks.Callback):
             from nantrap.keras._torch_backend import TorchBackend
             from nantrap.keras._torch_instrument import TorchInstrument
 
+            # always gated (warn too: the dropped update is applied after the diagnosis)
             self.instrument = TorchInstrument(
-                model,
-                gate=True,  # warn too: the dropped update is applied after the diagnosis
-                on_error=lambda: self._close("error"),
+                model, on_error=lambda: self._close("error")
             ).install()
             options = dict(self._guard_options)
             options.pop("warning_budget")  # sampled in the step itself: no replay to budget
